@@ -1,0 +1,108 @@
+"""What the command lines (`search`, `train`, `evaluate`) share: flags, device choice, error handling."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .config import default_feature_net, field_docs, flag
+from .data import DeviceImageData, load_images
+from .errors import UsageError
+from .metrics import FeatureNet, load_feature_net
+
+C = typing.TypeVar("C")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr (exit status 2), like every other bad input here."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--kebab-case` flag per field of a config dataclass, default None (= the preset's value)."""
+    docs = field_docs(config_cls)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType):  # `str | None`
+            kind = next(t for t in typing.get_args(kind) if t is not type(None))
+        help_text = f"{docs.get(f.name, '')} (default: {f.default})"
+        if kind is bool:  # --name / --no-name, never a str2bool parser
+            parser.add_argument(f"--{flag(f.name)}", dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(f"--{flag(f.name)}", dest=f.name, type=kind, default=None, help=help_text)
+
+
+def explicit_values(args: argparse.Namespace, config_cls: type) -> dict[str, object]:
+    """The config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+            if getattr(args, f.name, None) is not None}
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto = CUDA when present, else CPU; asking for CUDA without it is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def resume_dir(args: argparse.Namespace) -> Path | None:
+    """The run folder `--resume` names (None without it); `--out` may only repeat that folder."""
+    if not args.resume:
+        return None
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UsageError("--out and --resume name different folders; --resume continues in place")
+    return Path(args.resume)
+
+
+def apply_resume_overrides(run_dir: Path, config: C, overrides: dict[str, object],
+                           resumable: tuple[str, ...]) -> C:
+    """A run's saved config with the command line's `overrides`, which may only name `resumable` settings."""
+    fixed = sorted(set(overrides) - set(resumable))
+    if fixed:
+        raise UsageError(f"--{flag(fixed[0])} cannot change when resuming {run_dir} (only "
+                         f"{', '.join('--' + flag(n) for n in resumable)} can)")
+    return dataclasses.replace(config, **overrides).validate()
+
+
+def open_inputs(config: typing.Any, resolution: int) -> tuple[torch.device, DeviceImageData, FeatureNet]:
+    """Device, dataset (on the device) and feature network of a run, after seeding every random stream.
+
+    `config` is any config with the shared settings (dataset, data_path, split, feature_net,
+    inception_weights, device, seed). Everything here fails on bad input with a UsageError, so a
+    command calls it before it creates its run folder. `resolution` only sizes image folders.
+    """
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    images = load_images(config.dataset, config.data_path, config.split, resolution=resolution)
+    feature_net = load_feature_net(default_feature_net(config.dataset, config.feature_net), device,
+                                   config.inception_weights)
+    return device, DeviceImageData(images, device), feature_net
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Run a command line's main: bad input becomes one line on stderr and exit status 2."""
+    prog = main.__module__.replace("__main__", "autogan_fast")
+    try:
+        code = main(argv)
+    except UsageError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,169 @@
+"""Typed settings of the search, with the paper's released values and a CPU-sized demo preset.
+
+Field names are AutoGAN's own (`search.py` flags), so `--max-search-iter` sets `max_search_iter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+
+SEARCH_MODES = ("mlas", "slas")
+FEATURE_NETS = ("digits", "inception")
+
+
+@dataclass
+class SearchConfig:
+    """Every setting of one search run; saved to config.json and into each checkpoint."""
+
+    # --- data and scoring
+    dataset: str = "digits"  # digits (embedded), cifar10, stl10 or folder
+    data_path: str | None = None  # dataset folder (not needed for digits)
+    split: str | None = None  # dataset split; None = the dataset's training split
+    feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
+    inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
+    # --- search schedule (AutoGAN's released values)
+    search_mode: str = "mlas"  # mlas: grow cell by cell with beams; slas: all cells from the start
+    max_search_iter: int = 65  # search iterations
+    grow_step1: int = 15  # iteration at which stage 1 (second cell) starts
+    grow_step2: int = 35  # iteration at which stage 2 (third cell) starts
+    shared_epoch: int = 15  # shared-GAN epochs per search iteration (an epoch = len(data) // dis_bs D steps)
+    ctrl_step: int = 30  # controller updates per search iteration
+    ctrl_sample_batch: int = 1  # architectures sampled per controller update
+    num_candidate: int = 10  # architectures sampled at a stage change to pick the beams from
+    topk: int = 5  # beams kept at a stage change (and archs reported at the end)
+    rl_num_eval_img: int = 5000  # generated images per Inception Score reward
+    is_splits: int = 10  # Inception Score splits
+    # --- shared GAN
+    gen_bs: int = 128  # generator batch size
+    dis_bs: int = 64  # discriminator batch size (real and fake each)
+    gf_dim: int = 128  # generator channels
+    df_dim: int = 64  # discriminator channels
+    latent_dim: int = 128  # noise dimension
+    bottom_width: int = 4  # spatial size after the first linear layer (4 -> 8 -> 16 -> 32)
+    n_critic: int = 5  # discriminator steps per generator step
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.0  # Adam beta1 of both GAN optimizers
+    beta2: float = 0.9  # Adam beta2 of both GAN optimizers
+    # --- controller
+    ctrl_lr: float = 3.5e-4  # controller Adam learning rate (betas 0, 0.9)
+    hid_size: int = 100  # controller LSTM hidden size
+    entropy_coeff: float = 1e-3  # entropy bonus added to the reward
+    baseline_decay: float = 0.9  # moving-average decay of the REINFORCE baseline
+    # --- dynamic reset
+    dynamic_reset_threshold: float = 1e-3  # loss-variance level that ends an iteration's GAN training
+    dynamic_reset_window: int = 500  # G and D losses kept for the variance check
+    # --- run
+    eval_batch_size: int = 250  # images generated per batch when scoring
+    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
+    seed: int = 12345  # seed of every random stream
+    device: str = "auto"  # auto, cpu or cuda
+
+    def validate(self) -> SearchConfig:
+        """Raise UsageError naming the first bad setting."""
+        positive = ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
+                    "topk", "rl_num_eval_img", "is_splits", "gen_bs", "dis_bs", "gf_dim", "df_dim",
+                    "latent_dim", "bottom_width", "n_critic", "hid_size", "dynamic_reset_window",
+                    "eval_batch_size", "num_grid_images")
+        check_positive(self, (*positive, "g_lr", "d_lr", "ctrl_lr"))
+        if self.search_mode not in SEARCH_MODES:
+            raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
+        check_shared_settings(self)
+        if self.topk > self.num_candidate:
+            raise UsageError(f"--topk ({self.topk}) must not exceed --num-candidate ({self.num_candidate})")
+        if self.search_mode == "mlas" and not 0 < self.grow_step1 < self.grow_step2:
+            raise UsageError(f"grow steps must satisfy 0 < --grow-step1 < --grow-step2, got "
+                             f"{self.grow_step1} and {self.grow_step2}")
+        if self.rl_num_eval_img < self.is_splits:
+            raise UsageError(f"--rl-num-eval-img ({self.rl_num_eval_img}) must be at least --is-splits "
+                             f"({self.is_splits})")
+        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
+            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
+        return self
+
+    def resolved_feature_net(self) -> str:
+        return default_feature_net(self.dataset, self.feature_net)
+
+    def stage_at(self, search_iter: int) -> int:
+        """The stage that search iteration `search_iter` runs at."""
+        if self.search_mode == "slas":
+            return 2
+        return int(search_iter >= self.grow_step1) + int(search_iter >= self.grow_step2)
+
+
+def flag(name: str) -> str:
+    """Field name -> command-line flag name."""
+    return name.replace("_", "-")
+
+
+def check_positive(config: object, names: tuple[str, ...]) -> None:
+    """UsageError naming the first setting in `names` that is not > 0 (NaN included)."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise UsageError(f"--{flag(name)} must be positive, got {value}")
+
+
+def check_shared_settings(config: Any) -> None:
+    """Check the settings every command shares (--feature-net, --device) of any config holding them."""
+    feature_net, device = config.feature_net, config.device
+    if feature_net is not None and feature_net not in FEATURE_NETS:
+        raise UsageError(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+
+
+def default_feature_net(dataset: str, feature_net: str | None) -> str:
+    """The feature network a dataset is scored with: digits for the digits, Inception-v3 otherwise."""
+    return feature_net or ("digits" if dataset == "digits" else "inception")
+
+
+# The demo preset: the whole search in about 5 minutes on a 2-core CPU, on the embedded digits.
+# Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px), short iterations and rewards.
+DEMO_OVERRIDES: dict[str, object] = dict(
+    max_search_iter=12, grow_step1=4, grow_step2=8, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
+    rl_num_eval_img=500, gen_bs=64, dis_bs=32, gf_dim=32, df_dim=32, latent_dim=32, bottom_width=2,
+    n_critic=2, g_lr=1e-3, d_lr=1e-3, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
+)
+PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {}}
+
+
+def preset_config(preset: str, **overrides: object) -> SearchConfig:
+    """The named preset with `overrides` (None values are ignored) applied on top."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    if preset == "paper":
+        values.update(dataset="cifar10")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SearchConfig(**values)
+
+
+def config_from_dict(data: dict, cls: type = SearchConfig):
+    """Rebuild a config (of dataclass `cls`) saved with `dataclasses.asdict`, refusing unknown keys."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"saved config has unknown settings: {', '.join(unknown)}")
+    return cls(**data)
+
+
+__all__ = ["PRESETS", "SearchConfig", "check_positive", "check_shared_settings", "config_from_dict",
+           "default_feature_net", "field_docs", "flag", "preset_config"]
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line comment after each field of a config dataclass (its --help text)."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?  # (.+)$", line)
+        if match:
+            docs[match.group(1)] = match.group(2)
+    return docs

@@ -1,0 +1,82 @@
+"""Datasets as uint8 image tensors held on the device, and batches drawn from them by index."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+
+DATASETS = ("digits", "cifar10", "stl10", "folder")
+STL10_SPLITS = ("unlabeled", "train", "train+unlabeled", "test")
+
+
+def load_images(dataset: str, data_path: str | None = None, split: str | None = None,
+                resolution: int = 32) -> torch.Tensor:
+    """Load a dataset as uint8 (N, 3, H, W) on the CPU. `resolution` only sizes image folders."""
+    if dataset == "digits":
+        from .digits import load_digits_images
+
+        return load_digits_images()
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if not data_path:
+        raise UsageError(f"dataset {dataset!r} needs --data-path")
+    if dataset == "cifar10":
+        from .cifar10 import load_cifar10
+
+        return load_cifar10(data_path, split=split or "train")
+    if dataset == "stl10":
+        from .stl10 import load_stl10
+
+        return load_stl10(data_path, split=split or "unlabeled")
+    from .folder import load_image_folder
+
+    return load_image_folder(data_path, resolution)
+
+
+def resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize uint8 images with antialiased bilinear filtering (as PIL does), rounding back to uint8."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    resized = F.interpolate(images.float(), size=(resolution, resolution), mode="bilinear",
+                            align_corners=False, antialias=True)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def quantize_images(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8, the way AutoGAN saves and scores images."""
+    return (images * 127.5 + 127.5).clamp_(0.0, 255.0).to(torch.uint8)
+
+
+class DeviceImageData:
+    """A uint8 dataset on the device, resized once per resolution, sampled by index on the device."""
+
+    def __init__(self, images: torch.Tensor, device: torch.device | str):
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images = images.to(device)
+        self.device = self.images.device
+        self._resized: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def resolution(self) -> int:
+        return self.images.shape[-1]
+
+    def at_resolution(self, resolution: int) -> torch.Tensor:
+        """All images as uint8 at `resolution`, cached."""
+        if resolution not in self._resized:
+            self._resized[resolution] = resize_uint8(self.images, resolution)
+        return self._resized[resolution]
+
+    def sample(self, batch_size: int, resolution: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random batch (with replacement across calls, like drawing from a shuffled epoch) in [-1, 1]."""
+        index = torch.randint(len(self), (batch_size,), device=self.device, generator=generator)
+        return self.at_resolution(resolution)[index].float().div_(127.5).sub_(1.0)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches in one pass over the data (AutoGAN's loader with drop_last)."""
+        return max(1, len(self) // batch_size)

@@ -1,0 +1,120 @@
+"""CIFAR-10 from its "python version" folder (`cifar-10-batches-py/`), as uint8 (N, 3, 32, 32).
+
+Each batch file is a Python 2 pickle of a dict: `b"data"` is a uint8 array N x 3072 holding the R, G and
+B planes of a 32x32 image one after another, each plane row-major, so a plain reshape to (N, 3, 32, 32)
+gives channel-first images. `b"labels"` holds N class indices (unused by a GAN, checked for length).
+
+A pickle can run any callable it names, so the batches are read with an unpickler that resolves only
+the three numpy names an ndarray needs; a file that names anything else is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autogan_fast.errors import UsageError
+
+FOLDER_NAME = "cifar-10-batches-py"
+SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test": ("test_batch",),
+}
+_IMAGE_BYTES = 3 * 32 * 32
+
+
+def _numpy_reconstruct() -> Callable[..., Any]:
+    """numpy's ndarray pickle helper; it moved from numpy.core to numpy._core in numpy 2."""
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+# The only globals a pickled uint8 ndarray refers to. The CIFAR-10 files were written by numpy 1.x
+# (`numpy.core...`); a file re-pickled by numpy 2 says `numpy._core...`: both map to the same function.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Resolves only the globals in `_ALLOWED_GLOBALS`; any other name raises before it is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+
+
+def _read_batch(file: Path) -> np.ndarray:
+    """One batch file -> its validated uint8 data array (N, 3072)."""
+    if not file.is_file():
+        raise UsageError(f"CIFAR-10 batch file missing: {file} (expected the python version of CIFAR-10, "
+                         f"cifar-10-python.tar.gz extracted)")
+    try:
+        with open(file, "rb") as f:
+            # encoding="bytes": the files come from Python 2, whose str keys and array buffers must stay
+            # bytes (latin1 decoding would also work for the buffers but turns the keys into str).
+            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise UsageError(f"CIFAR-10 batch file {file} is not a CIFAR-10 pickle: {e}") from None
+    except (EOFError, ValueError, TypeError, IndexError, AttributeError, OSError) as e:
+        # What a truncated or overwritten pickle raises varies with where the damage starts.
+        raise UsageError(f"CIFAR-10 batch file {file} is truncated or corrupt: "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(batch, dict):
+        raise UsageError(f"CIFAR-10 batch file {file} holds a {type(batch).__name__}, not a dict")
+    # A file re-pickled by Python 3 has str keys; the originals have bytes keys.
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if not isinstance(data, np.ndarray):
+        raise UsageError(f"CIFAR-10 batch file {file} has no numpy array under b'data'")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _IMAGE_BYTES or data.shape[0] == 0:
+        raise UsageError(f"CIFAR-10 batch file {file}: b'data' must be uint8 of shape (N, {_IMAGE_BYTES}) "
+                         f"with N > 0, got {data.dtype} {data.shape}")
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) != data.shape[0]:
+        got = f"{len(labels)} labels" if isinstance(labels, (list, np.ndarray)) else type(labels).__name__
+        raise UsageError(f"CIFAR-10 batch file {file}: b'labels' must be a list of one label per image "
+                         f"({data.shape[0]}), got {got}")
+    return data
+
+
+def resolve_cifar10_folder(path: str | Path) -> Path:
+    """`cifar-10-batches-py/` itself, or a folder that contains it -> the batches folder."""
+    path = Path(path).expanduser()
+    if (path / FOLDER_NAME).is_dir():
+        return path / FOLDER_NAME
+    if path.is_dir():
+        return path
+    raise UsageError(f"CIFAR-10 folder not found: {path} (pass {FOLDER_NAME}/ or the folder holding it)")
+
+
+def load_cifar10(path: str | Path, split: str = "train") -> torch.Tensor:
+    """CIFAR-10 images of one split as a uint8 tensor (N, 3, 32, 32), in file order.
+
+    Args:
+        path: the `cifar-10-batches-py/` folder, or its parent.
+        split: "train" (data_batch_1..5, 50,000 images) or "test" (test_batch, 10,000 images).
+
+    Raises:
+        UsageError: unknown split, missing folder or batch file, a file that is corrupt, refers to
+            anything but numpy arrays, or holds data of the wrong shape or dtype; the message names it.
+    """
+    if split not in SPLIT_FILES:
+        raise UsageError(f"unknown CIFAR-10 split {split!r}; choose one of {', '.join(SPLIT_FILES)}")
+    folder = resolve_cifar10_folder(path)
+    batches = [_read_batch(folder / name) for name in SPLIT_FILES[split]]
+    # np.concatenate copies: the unpickled arrays can be read-only views of the pickle's bytes.
+    data = np.concatenate(batches, axis=0)
+    return torch.from_numpy(data).view(-1, 3, 32, 32)

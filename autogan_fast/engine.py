@@ -1,0 +1,192 @@
+"""Shared-GAN training (hinge loss, n_critic, dynamic reset) and the Inception-Score reward.
+
+The step is eager PyTorch: D sees real and fake images in one forward (one spectral-norm update per
+D step), G steps every n_critic D steps. Losses stay on the device in ring buffers; the dynamic-reset
+check reads them back once per G step (a marked host sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SearchConfig
+from .data import DeviceImageData, quantize_images
+from .kernels import InceptionStats
+from .metrics.feature_net import FeatureNet
+from .models import Discriminator, SharedGenerator, init_weights
+
+
+@dataclass
+class SharedGAN:
+    """The weight-sharing generator, the discriminator and their Adam optimizers."""
+
+    gen: SharedGenerator
+    dis: Discriminator
+    gen_opt: torch.optim.Adam
+    dis_opt: torch.optim.Adam
+
+    @classmethod
+    def create(cls, config: SearchConfig, device: torch.device) -> SharedGAN:
+        gen = SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width)
+        dis = Discriminator(config.df_dim)
+        init_weights(gen)
+        init_weights(dis)
+        dis.apply_spectral_norm()  # after init, so weight_orig holds the xavier weights
+        gen.to(device)
+        dis.to(device)
+        betas = (config.beta1, config.beta2)
+        return cls(gen, dis, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
+                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas))
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
+                "gen_opt": self.gen_opt.state_dict(), "dis_opt": self.dis_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.load_state_dict(state["gen"])
+        self.dis.load_state_dict(state["dis"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+        self.dis_opt.load_state_dict(state["dis_opt"])
+
+    def set_stage(self, stage: int) -> None:
+        self.dis.stage = stage
+
+
+class LossWindow:
+    """The last `size` losses in a device ring buffer; the variance check is AutoGAN's dynamic reset."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.values = torch.zeros(size, device=device)
+        self.count = 0  # losses pushed since the last clear (host counter: no sync)
+
+    def push(self, loss: torch.Tensor) -> None:
+        self.values[self.count % len(self.values)] = loss.detach()
+        self.count += 1
+
+    @property
+    def full(self) -> bool:
+        return self.count >= len(self.values)
+
+    def clear(self) -> None:
+        self.count = 0
+
+    def state_dict(self) -> dict:
+        return {"values": self.values.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values.copy_(state["values"])
+        self.count = int(state["count"])
+
+
+def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:
+    """Both windows full and either loss variance below the threshold (host sync: one per G step)."""
+    if not (g_window.full and d_window.full):
+        return False
+    variances = torch.stack([g_window.values.var(), d_window.values.var()])
+    return bool((variances < threshold).any().item())  # host sync
+
+
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+@dataclass
+class TrainSummary:
+    """What one search iteration's shared-GAN training did."""
+
+    steps: int  # D steps run
+    g_steps: int
+    d_loss: float  # mean over the iteration's D steps
+    g_loss: float  # mean over the iteration's G steps
+    dynamic_reset: bool
+
+
+def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, stage: int,
+                 sample_arch: Callable[[], torch.Tensor], g_window: LossWindow, d_window: LossWindow,
+                 progress: Callable[[int], None] | None = None) -> TrainSummary:
+    """Train the shared GAN for `config.shared_epoch` epochs, one sampled architecture per step.
+
+    Ends early on a dynamic reset (clearing both windows); the caller re-initializes the GAN after
+    the iteration's controller steps, as AutoGAN does.
+    """
+    gan.gen.train()
+    gan.dis.train()
+    gan.set_stage(stage)
+    resolution = gan.gen.output_resolution(stage)
+    device = data.device
+    total_steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+    d_sum = torch.zeros((), device=device)
+    g_sum = torch.zeros((), device=device)
+    g_steps = 0
+    reset = False
+    for step in range(total_steps):
+        gan.gen.set_arch(sample_arch().tolist())  # host sync: the arch picks the Python path
+        real = data.sample(config.dis_bs, resolution)
+        z = torch.randn(config.dis_bs, config.latent_dim, device=device)
+        with torch.no_grad():
+            fake = gan.gen(z)
+        logits = gan.dis(torch.cat([real, fake]))
+        d_loss = hinge_d_loss(logits[: config.dis_bs], logits[config.dis_bs:])
+        gan.dis_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        gan.dis_opt.step()
+        d_window.push(d_loss)
+        d_sum += d_loss.detach()
+        if (step + 1) % config.n_critic == 0:
+            z = torch.randn(config.gen_bs, config.latent_dim, device=device)
+            g_loss = -gan.dis(gan.gen(z)).mean()
+            gan.gen_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            gan.gen_opt.step()
+            g_window.push(g_loss)
+            g_sum += g_loss.detach()
+            g_steps += 1
+            if dynamic_reset_due(g_window, d_window, config.dynamic_reset_threshold):
+                g_window.clear()
+                d_window.clear()
+                reset = True
+        if progress is not None:
+            progress(1)
+        if reset:
+            break
+    steps = step + 1 if total_steps else 0
+    return TrainSummary(steps, g_steps, (d_sum / max(steps, 1)).item(), (g_sum / max(g_steps, 1)).item(), reset)
+
+
+def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size: int,
+                   device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches of generated images, quantized to uint8 exactly as real images are stored.
+
+    Runs `gen` as it is (the caller chooses train or eval mode) without gradients.
+    """
+    for start in range(0, num_images, batch_size):
+        z = torch.randn(min(batch_size, num_images - start), latent_dim, device=device)
+        with torch.no_grad():
+            yield quantize_images(gen(z))
+
+
+def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
+                         batch_size: int, splits: int, device: torch.device) -> InceptionStats:
+    """IS and FID statistics of `num_images` generated images (G in eval mode), accumulated on the device."""
+    stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits, device=device)
+    was_training = gen.training
+    gen.eval()
+    try:
+        for images in generate_uint8(gen, num_images, latent_dim, batch_size, device):
+            with torch.no_grad():
+                stats.update(*feature_net(images))
+    finally:
+        gen.train(was_training)
+    return stats
+
+
+def inception_score(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
+                    batch_size: int, splits: int, device: torch.device) -> float:
+    """The reward: mean IS of `num_images` generated images under `feature_net`."""
+    stats = generator_statistics(gen, feature_net, num_images, latent_dim, batch_size, splits, device)
+    return stats.inception_score()[0]  # host sync: one per reward

@@ -1,0 +1,185 @@
+"""AutoGAN's shared (weight-sharing) generator: every choice of the search space, picked per step.
+
+Linear(latent -> bottom_width^2 * gf) -> cells (each doubles the resolution) -> BN -> ReLU ->
+3x3 conv to RGB -> tanh. At stage s the image is taken after cell s+1 through that stage's own
+to-RGB head. Weights are shared by every architecture, as in AutoGAN's `shared_gan.py`: each cell
+holds a pre- and a post-activation block and all norms and upsamplers; `set_arch` picks the path.
+
+Nearest-x2 upsampling followed by the 3x3 conv runs as one fused op (`upsample_conv2d`: four 2x2
+phase convolutions, no upsampled tensor), with the pre-activation (ReLU, or BatchNorm folded to a
+per-channel affine then ReLU) fused into its input load.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels import upsample_conv2d
+from ..search_space import NUM_CELLS, CellChoice, arch_stage, decode_arch, validate_arch
+
+
+def batch_norm_as_affine(bn: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BatchNorm2d(x) == x * scale[c] + shift[c]: returns (scale, shift), updating running stats in training.
+
+    Lets the fused conv apply the norm on its input load. Gradients flow through the batch
+    statistics exactly as through `F.batch_norm`.
+    """
+    if bn.training:
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.var(dim=(0, 2, 3), unbiased=False)
+        with torch.no_grad():
+            count = x.numel() // x.shape[1]
+            bn.running_mean.lerp_(mean, bn.momentum)
+            bn.running_var.lerp_(var * (count / max(count - 1, 1)), bn.momentum)
+            bn.num_batches_tracked.add_(1)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = bn.weight * torch.rsqrt(var + bn.eps)
+    return scale, bn.bias - mean * scale
+
+
+def upsample(x: torch.Tensor, mode: str, deconv: nn.ConvTranspose2d) -> torch.Tensor:
+    """x2 upsampling by `mode`: "bilinear", "nearest" or "deconv" (2x2 transposed conv, stride 2)."""
+    if mode == "deconv":
+        return deconv(x)
+    return F.interpolate(x, scale_factor=2, mode=mode, align_corners=False if mode == "bilinear" else None)
+
+
+class Norms(nn.Module):
+    """The norm choices of one position: none, BatchNorm or InstanceNorm (AutoGAN: IN without affine)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.inn = nn.InstanceNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, norm: str) -> torch.Tensor:
+        if norm == "bn":
+            return self.bn(x)
+        if norm == "in":
+            return self.inn(x)
+        return x
+
+
+class PreActBlock(nn.Module):
+    """norm -> ReLU -> (x2 upsample) -> 3x3 conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsamples: bool):
+        super().__init__()
+        self.upsamples = upsamples
+        self.norms = Norms(in_ch)
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.deconv = nn.ConvTranspose2d(in_ch, in_ch, 2, stride=2) if upsamples else None
+
+    def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
+        if self.upsamples and up == "nearest" and norm != "in":
+            if norm == "bn":
+                scale, shift = batch_norm_as_affine(self.norms.bn, x)
+                return upsample_conv2d(x, self.conv.weight, self.conv.bias, scale=scale, shift=shift, relu=True)
+            return upsample_conv2d(x, self.conv.weight, self.conv.bias, relu=True)
+        h = F.relu(self.norms(x, norm))
+        if self.upsamples:
+            h = upsample(h, up, self.deconv)
+        return self.conv(h)
+
+
+class PostActBlock(nn.Module):
+    """(x2 upsample) -> 3x3 conv -> norm -> ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsamples: bool):
+        super().__init__()
+        self.upsamples = upsamples
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.deconv = nn.ConvTranspose2d(in_ch, in_ch, 2, stride=2) if upsamples else None
+        self.norms = Norms(out_ch)
+
+    def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
+        if self.upsamples and up == "nearest":
+            h = upsample_conv2d(x, self.conv.weight, self.conv.bias)
+        else:
+            h = self.conv(upsample(x, up, self.deconv) if self.upsamples else x)
+        return F.relu(self.norms(h, norm))
+
+
+class Cell(nn.Module):
+    """One generator cell: block 1 (upsamples; its output is the skip output), skip-ins, block 2, shortcut."""
+
+    def __init__(self, channels: int, num_skip_in: int):
+        super().__init__()
+        self.pre1 = PreActBlock(channels, channels, upsamples=True)
+        self.post1 = PostActBlock(channels, channels, upsamples=True)
+        self.pre2 = PreActBlock(channels, channels, upsamples=False)
+        self.post2 = PostActBlock(channels, channels, upsamples=False)
+        self.shortcut_deconv = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+        self.shortcut_conv = nn.Conv2d(channels, channels, 1)
+        # Skip-in from earlier cell i (1-based): resized to this cell's size (interpolation, or its own
+        # stack of x2 deconvs: one per doubling), then a 1x1 conv. Cell i is num_skip_in + 1 - i doublings away.
+        self.skip_convs = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(num_skip_in))
+        self.skip_deconvs = nn.ModuleList(
+            nn.Sequential(*(nn.ConvTranspose2d(channels, channels, 2, stride=2)
+                            for _ in range(num_skip_in + 1 - earlier)))
+            for earlier in range(1, num_skip_in + 1)
+        )
+
+    def resize_skip(self, feature: torch.Tensor, earlier: int, size: int, up: str) -> torch.Tensor:
+        """Bring the skip output of earlier cell `earlier` (1-based) to `size` pixels."""
+        if up == "deconv":
+            return self.skip_deconvs[earlier - 1](feature)
+        return F.interpolate(feature, size=(size, size), mode=up, align_corners=False if up == "bilinear" else None)
+
+    def forward(self, x: torch.Tensor, skip_features: list[torch.Tensor], choice: CellChoice
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        block1, block2 = (self.pre1, self.pre2) if choice.conv == "pre" else (self.post1, self.post2)
+        skip_out = block1(x, choice.norm, choice.up)
+        h = skip_out
+        size = skip_out.shape[-1]
+        for earlier in choice.skip_from:  # 1-based cell numbers; skip_convs[i] serves cell i + 1
+            resized = self.resize_skip(skip_features[earlier - 1], earlier, size, choice.up)
+            h = h + self.skip_convs[earlier - 1](resized)
+        out = block2(h, choice.norm, choice.up)
+        if choice.shortcut:
+            if choice.up == "nearest":  # a 1x1 conv commutes with nearest upsampling: run it small
+                out = out + F.interpolate(self.shortcut_conv(x), scale_factor=2, mode="nearest")
+            else:
+                out = out + self.shortcut_conv(upsample(x, choice.up, self.shortcut_deconv))
+        return skip_out, out
+
+
+class SharedGenerator(nn.Module):
+    """Weight-sharing generator of the search; `set_arch` picks the architecture (and so the stage)."""
+
+    def __init__(self, latent_dim: int = 128, gf_dim: int = 128, bottom_width: int = 4):
+        super().__init__()
+        self.latent_dim, self.gf_dim, self.bottom_width = latent_dim, gf_dim, bottom_width
+        self.l1 = nn.Linear(latent_dim, bottom_width * bottom_width * gf_dim)
+        self.cells = nn.ModuleList(Cell(gf_dim, num_skip_in=c) for c in range(NUM_CELLS))
+        self.to_rgb = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
+            for _ in range(NUM_CELLS)
+        )
+        self.arch: tuple[int, ...] = ()
+        self.choices: list[CellChoice] = []
+
+    def set_arch(self, arch) -> None:
+        """Use architecture `arch` (length 4, 9 or 14) from the next forward on."""
+        self.arch = validate_arch(arch)
+        self.choices = decode_arch(self.arch)
+
+    @property
+    def stage(self) -> int:
+        return arch_stage(self.arch)
+
+    def output_resolution(self, stage: int) -> int:
+        return self.bottom_width * 2 ** (stage + 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.choices:
+            raise RuntimeError("call set_arch(arch) before running the shared generator")
+        h = self.l1(z).view(-1, self.gf_dim, self.bottom_width, self.bottom_width)
+        skip_features: list[torch.Tensor] = []
+        for cell, choice in zip(self.cells, self.choices, strict=False):
+            skip_out, h = cell(h, skip_features, choice)
+            skip_features.append(skip_out)
+        return self.to_rgb[len(self.choices) - 1](h)

@@ -1,0 +1,234 @@
+"""The AutoGAN search loop, top to bottom: grow, train the shared GAN, train the controller, repeat.
+
+Each search iteration: (at a grow step: pick the previous stage's top-k beams, start a fresh
+controller for the new cell) -> shared-GAN training with one controller-sampled architecture per
+step -> `ctrl_step` REINFORCE updates scored by Inception Score -> (after a dynamic reset:
+re-initialize the shared GAN) -> sample grid, log, atomic checkpoint. At the end the same top-k
+selection gives the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .config import SearchConfig
+from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
+from .data import DeviceImageData, quantize_images
+from .engine import LossWindow, SharedGAN, inception_score, train_shared
+from .metrics.feature_net import FeatureNet
+from .run_dir import CHECKPOINT, LOG, JsonlLog, save_checkpoint, save_image_grid, write_json
+from .search_space import arch_to_str
+
+CHECKPOINT_FORMAT = "autogan_fast.search/1"
+
+
+@dataclass
+class SearchState:
+    """Everything a search needs to continue exactly where it stopped (the checkpoint's content)."""
+
+    config: SearchConfig
+    gan: SharedGAN
+    controller: Controller
+    ctrl_opt: torch.optim.Adam
+    baseline: ReinforceBaseline
+    g_window: LossWindow
+    d_window: LossWindow
+    fixed_z: torch.Tensor  # latent batch of the sample grids
+    search_iter: int = 0  # next iteration to run
+    stage: int = 0
+    beams: Beams | None = None
+    best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best reward so far
+    wall_seconds: float = 0.0  # time spent in earlier sessions of this run
+
+    @classmethod
+    def create(cls, config: SearchConfig, device: torch.device) -> SearchState:
+        gan = SharedGAN.create(config, device)
+        stage = config.stage_at(0)
+        controller, ctrl_opt = new_controller(config, stage, device)
+        return cls(config, gan, controller, ctrl_opt, ReinforceBaseline(config.baseline_decay),
+                   LossWindow(config.dynamic_reset_window, device), LossWindow(config.dynamic_reset_window, device),
+                   torch.randn(config.num_grid_images, config.latent_dim, device=device), stage=stage)
+
+    def state_dict(self) -> dict:
+        beams = None if self.beams is None else {k: v.cpu() for k, v in dataclasses.asdict(self.beams).items()}
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config),
+            "search_iter": self.search_iter, "stage": self.stage, "gan": self.gan.state_dict(),
+            "controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
+            "baseline": self.baseline.value, "g_window": self.g_window.state_dict(),
+            "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
+            "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, config: SearchConfig, device: torch.device) -> SearchState:
+        """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
+        self = cls.create(config, device)
+        self.search_iter, self.stage = state["search_iter"], state["stage"]
+        self.gan.load_state_dict(state["gan"])
+        self.controller, self.ctrl_opt = new_controller(config, self.stage, device)
+        self.controller.load_state_dict(state["controller"])
+        self.ctrl_opt.load_state_dict(state["ctrl_opt"])
+        self.baseline.value = state["baseline"]
+        self.g_window.load_state_dict(state["g_window"])
+        self.d_window.load_state_dict(state["d_window"])
+        self.fixed_z = state["fixed_z"].to(device)
+        self.beams = None if state["beams"] is None else Beams(**{k: v.to(device) for k, v in state["beams"].items()})
+        self.best, self.wall_seconds = state["best"], state["wall_seconds"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return self
+
+
+def new_controller(config: SearchConfig, stage: int, device: torch.device) -> tuple[Controller, torch.optim.Adam]:
+    controller = Controller.for_stage(stage, config.search_mode, config.hid_size).to(device)
+    return controller, torch.optim.Adam(controller.parameters(), config.ctrl_lr, betas=(0.0, 0.9))
+
+
+def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.device,
+                ) -> tuple[list[tuple[list[int], float]], Beams]:
+    """Sample `num_candidate` archs, score each by IS, keep the `topk` best distinct ones with their hidden states."""
+    config = state.config
+    with torch.no_grad():
+        samples = state.controller.sample(config.num_candidate, state.beams)
+    scored: dict[tuple[int, ...], tuple[float, int]] = {}
+    for i, arch in enumerate(samples.archs.tolist()):
+        if tuple(arch) not in scored:
+            state.gan.gen.set_arch(arch)
+            scored[tuple(arch)] = (score(state, feature_net, device), i)
+    ranked = sorted(scored.items(), key=lambda item: -item[1][0])[: config.topk]
+    keep = torch.tensor([i for _, (_, i) in ranked], device=samples.archs.device)
+    beams = Beams(samples.archs[keep], samples.hx[keep], samples.cx[keep])
+    return [(list(arch), value) for arch, (value, _) in ranked], beams
+
+
+def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
+    """IS of the generator's current architecture (the reward)."""
+    config = state.config
+    return inception_score(state.gan.gen, feature_net, config.rl_num_eval_img, config.latent_dim,
+                           config.eval_batch_size, config.is_splits, device)
+
+
+def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.device, log: JsonlLog,
+                     bar: tqdm) -> list[tuple[list[int], float]]:
+    """`ctrl_step` REINFORCE updates; returns each sampled arch with its Inception Score (no entropy bonus)."""
+    config = state.config
+    scored = []
+    for step in range(config.ctrl_step):
+        samples = state.controller.sample(config.ctrl_sample_batch, state.beams)
+        rewards = []
+        for arch in samples.archs.tolist():
+            state.gan.gen.set_arch(arch)
+            rewards.append(score(state, feature_net, device))
+            best = state.best["inception_score"]
+            if best is None or rewards[-1] > best:
+                state.best = {"arch": arch, "inception_score": rewards[-1]}
+        loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), state.baseline,
+                                     config.entropy_coeff)
+        state.ctrl_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        state.ctrl_opt.step()
+        for arch, reward, value in zip(samples.archs.tolist(), rewards, total.tolist(), strict=True):
+            log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
+                      inception_score=reward, reward=value, baseline=state.baseline.value)
+        scored.extend(zip(samples.archs.tolist(), rewards, strict=True))
+        bar.update(1)
+    return scored
+
+
+def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNet, run_dir: Path,
+               device: torch.device, stop_after: int | None = None, quiet: bool = False) -> dict | None:
+    """Run the search from `state.search_iter` to the end (or past iteration `stop_after`).
+
+    Returns the result (also written to result.json), or None when stopped early.
+    """
+    config = state.config
+    log = JsonlLog(run_dir / LOG)
+    started = time.perf_counter()
+    search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
+                      disable=quiet, dynamic_ncols=True)
+    while state.search_iter < config.max_search_iter:
+        it = state.search_iter
+        if config.stage_at(it) > state.stage:  # grow: keep the top-k beams, fresh controller for the new cell
+            kept, state.beams = top_k_archs(state, feature_net, device)
+            state.stage = config.stage_at(it)
+            state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
+            state.baseline = ReinforceBaseline(config.baseline_decay)
+            log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
+
+        steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+        with tqdm(total=steps, desc=f"  shared GAN (stage {state.stage})", leave=False, disable=quiet,
+                  dynamic_ncols=True) as bar:
+            summary = train_shared(
+                state.gan, data, config, state.stage,
+                lambda: state.controller.sample(1, state.beams).archs[0],
+                state.g_window, state.d_window, progress=bar.update)
+        log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
+
+        with tqdm(total=config.ctrl_step, desc="  controller", leave=False, disable=quiet,
+                  dynamic_ncols=True) as bar:
+            scored = train_controller(state, feature_net, device, log, bar)
+
+        if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
+            state.gan = SharedGAN.create(config, device)
+            log.write("dynamic_reset", it, stage=state.stage)
+
+        iteration_best = max(scored, key=lambda item: item[1])[0]
+        save_samples(state.gan.gen, iteration_best, state.fixed_z, run_dir / "samples" / f"iter_{it:03d}.png")
+        state.search_iter = it + 1
+        state.wall_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
+        mean_is = sum(value for _, value in scored) / len(scored)
+        log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
+        search_bar.update(1)
+        if not quiet:  # progress lines go to stderr, beside the bars; stdout carries only the result
+            search_bar.write(
+                f"iter {it:3d} | stage {state.stage} | mean IS {mean_is:6.3f} | D {summary.d_loss:+.3f} "
+                f"G {summary.g_loss:+.3f}{' | reset' if summary.dynamic_reset else ''} | best "
+                f"{state.best['inception_score']:.3f} {arch_to_str(state.best['arch'])}", file=sys.stderr)
+        if stop_after is not None and it >= stop_after and state.search_iter < config.max_search_iter:
+            search_bar.close()
+            return None
+    search_bar.close()
+
+    final, _ = top_k_archs(state, feature_net, device)
+    state.wall_seconds += time.perf_counter() - started
+    result = {
+        "archs": [{"arch": arch, "inception_score": value} for arch, value in final],
+        "search_mode": config.search_mode,
+        "wall_seconds": state.wall_seconds,
+        "device": device_name(device),
+    }
+    log.write("done", config.max_search_iter, **result)
+    write_json(run_dir / "result.json", result)
+    return result
+
+
+def save_samples(gen: torch.nn.Module, arch: list[int], fixed_z: torch.Tensor, path: Path) -> None:
+    """A PNG grid of `arch`'s images from the fixed latent batch (G in eval mode)."""
+    gen.set_arch(arch)
+    was_training = gen.training
+    gen.eval()
+    with torch.no_grad():
+        images = quantize_images(gen(fixed_z))
+    gen.train(was_training)
+    path.parent.mkdir(exist_ok=True)
+    save_image_grid(path, images)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"

@@ -1,0 +1,35 @@
+"""Fused ops of autogan-fast, usable by any PyTorch code.
+
+Each op dispatches to a Triton kernel on CUDA tensors and to its PyTorch reference elsewhere;
+`set_backend` / `use_backend` force one side. This package depends on torch and triton only.
+"""
+
+from ._dispatch import BACKENDS, get_backend, set_backend, triton_available, use_backend
+from .inception_stats import InceptionStats, inception_stats_update_ref
+from .spectral_norm import (
+    SpectralNormGroup,
+    remove_spectral_norm,
+    spectral_norm,
+    spectral_norm_weight,
+    spectral_norm_weight_ref,
+    spectral_norm_weights,
+)
+from .upsample_conv import upsample_conv2d, upsample_conv2d_ref
+
+__all__ = [
+    "BACKENDS",
+    "InceptionStats",
+    "SpectralNormGroup",
+    "get_backend",
+    "inception_stats_update_ref",
+    "remove_spectral_norm",
+    "set_backend",
+    "spectral_norm",
+    "spectral_norm_weight",
+    "spectral_norm_weight_ref",
+    "spectral_norm_weights",
+    "triton_available",
+    "upsample_conv2d",
+    "upsample_conv2d_ref",
+    "use_backend",
+]

@@ -1,0 +1,122 @@
+"""Backend choice for the fused ops, and the argument checks both backends share.
+
+`auto` runs Triton on CUDA tensors and the PyTorch reference elsewhere; `triton` and `torch` force
+one side. Forced `triton` also runs on CPU tensors under the Triton interpreter (`TRITON_INTERPRET=1`,
+how the kernel tests run without a GPU); `auto` never picks the interpreter, which is orders of
+magnitude slower than the reference. Forcing `triton` where it cannot run raises instead of
+silently running the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+_backend = "auto"
+
+
+@functools.cache
+def triton_available() -> bool:
+    """True when the `triton` package imports (it is Linux-only)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_interpreter() -> bool:
+    """True when Triton kernels run on the CPU under the interpreter (read at kernel definition)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def set_backend(name: str) -> None:
+    """Choose the implementation of every fused op: "auto", "triton" or "torch"."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager form of `set_backend`; restores the previous choice on exit."""
+    previous = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def triton_can_run(*tensors: torch.Tensor) -> bool:
+    """Whether Triton kernels can run on these tensors on this machine."""
+    if not triton_available():
+        return False
+    if triton_interpreter():
+        return all(t.device.type == "cpu" for t in tensors)
+    return all(t.is_cuda for t in tensors)
+
+
+def use_triton(*tensors: torch.Tensor | None) -> bool:
+    """Dispatch decision for one call; raises when `triton` is forced but cannot run here."""
+    present = [t for t in tensors if t is not None]
+    if _backend == "torch":
+        return False
+    if _backend == "auto":
+        return triton_available() and all(t.is_cuda for t in present)
+    can_run = triton_can_run(*present)
+    if _backend == "triton" and not can_run:
+        where = sorted({str(t.device) for t in present})
+        raise RuntimeError(
+            f"backend 'triton' was forced but cannot run on devices {where} "
+            f"(triton installed: {triton_available()}, TRITON_INTERPRET={triton_interpreter()})"
+        )
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks shared by the ops: the same ValueError from both backends, naming the argument.
+
+
+def check_tensor(
+    name: str,
+    tensor: object,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    floating: bool = True,
+    contiguous: bool = True,
+) -> torch.Tensor:
+    """Validate one tensor argument; returns it for chaining."""
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if tensor.dim() not in allowed:
+            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dims, got shape "
+                             f"{tuple(tensor.shape)}")
+    if floating and not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
+    if contiguous and not tensor.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (call .contiguous() first)")
+    return tensor
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    """All given tensors on one device; the error names the first that is not."""
+    present = {k: v for k, v in tensors.items() if v is not None}
+    if not present:
+        return
+    first_name, first = next(iter(present.items()))
+    for name, tensor in present.items():
+        if tensor.device != first.device:
+            raise ValueError(f"{name} is on {tensor.device} but {first_name} is on {first.device}")

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from autogan_fast.controller import Beams, Controller, ReinforceBaseline, reinforce_loss
+from autogan_fast.search_space import ARCH_LENGTHS, validate_arch
+
+
+@pytest.mark.parametrize("stage, mode, length", [
+    (0, "mlas", 4),    # MLAS stage 0 decides cell 1 alone
+    (1, "mlas", 5),    # ... later stages decide only the new cell (prefix comes from a beam)
+    (2, "mlas", 5),
+    (2, "slas", 14),   # SLAS decides all three cells in one sequence
+])
+def test_decisions_per_controller(stage, mode, length):
+    assert len(Controller.for_stage(stage, mode, 16).decoders) == length
+
+
+def test_samples_are_valid_archs_with_beam_prefixes():
+    torch.manual_seed(0)
+    beams = Beams(torch.tensor([[1, 0, 1, 1], [0, 2, 2, 0]]), torch.randn(2, 16), torch.randn(2, 16))
+    samples = Controller.for_stage(1, "mlas", 16).sample(50, beams)
+    assert samples.archs.shape == (50, ARCH_LENGTHS[1])
+    prefixes = {tuple(a[:4]) for a in samples.archs.tolist()}
+    assert prefixes == {(1, 0, 1, 1), (0, 2, 2, 0)}  # both beams drawn in 50 samples
+    for arch in samples.archs.tolist():
+        validate_arch(arch, stage=1)
+    assert samples.log_prob.shape == samples.entropy.shape == (50,)
+    assert (samples.log_prob <= 0).all() and (samples.entropy > 0).all()
+
+
+def test_beam_hidden_state_conditions_the_decisions():
+    """The same controller gives other decision probabilities from another beam's hidden state."""
+    torch.manual_seed(0)
+    controller = Controller.for_stage(1, "mlas", 16)
+    arch = torch.tensor([[0, 0, 0, 0]])
+    beam_a = Beams(arch, torch.zeros(1, 16), torch.zeros(1, 16))
+    beam_b = Beams(arch, torch.full((1, 16), 3.0), torch.full((1, 16), 3.0))
+    assert not torch.allclose(controller.sample(1, beam_a, greedy=True).entropy,
+                              controller.sample(1, beam_b, greedy=True).entropy)
+
+
+def test_baseline_is_autogans_moving_average():
+    baseline = ReinforceBaseline(0.9)
+    assert baseline.update(2.0) == 2.0  # the first reward seeds it
+    assert baseline.update(4.0) == pytest.approx(0.9 * 2.0 + 0.1 * 4.0)
+
+
+def test_reinforce_learns_a_rewarded_decision():
+    """Reward conv=pre (1) only: the controller's probability of it must rise well above 1/2."""
+    torch.manual_seed(0)
+    controller = Controller.for_stage(0, "mlas", 32)
+    optimizer = torch.optim.Adam(controller.parameters(), 1e-2, betas=(0.0, 0.9))
+    baseline = ReinforceBaseline(0.9)
+    for _ in range(150):
+        samples = controller.sample(8)
+        rewards = (samples.archs[:, 0] == 1).double()
+        loss, total = reinforce_loss(samples, rewards, baseline, entropy_coeff=1e-3)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert total.shape == (8,)
+    share = (controller.sample(400).archs[:, 0] == 1).float().mean()
+    assert share > 0.9

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from autogan_fast.config import preset_config
+from autogan_fast.data import DeviceImageData, load_images, quantize_images, resize_uint8
+from autogan_fast.engine import LossWindow, SharedGAN, dynamic_reset_due, hinge_d_loss, train_shared
+
+TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=16, gen_bs=16)
+
+
+def window_with(values, size):
+    window = LossWindow(size, torch.device("cpu"))
+    for v in values:
+        window.push(torch.tensor(float(v)))
+    return window
+
+
+@pytest.mark.parametrize("g_values, d_values, due", [
+    ([1, 2] * 5, [1, 2] * 5, False),        # both vary: keep training
+    ([1.0] * 10, [1, 2] * 5, True),         # G loss flat: reset
+    ([1, 2] * 5, [0.5] * 10, True),         # D loss flat: reset
+    ([1.0] * 9, [1.0] * 10, False),         # G window not full yet
+])
+def test_dynamic_reset_rule(g_values, d_values, due):
+    assert dynamic_reset_due(window_with(g_values, 10), window_with(d_values, 10), 1e-3) == due
+
+
+def test_loss_window_is_a_ring_over_the_last_values():
+    window = window_with(range(13), 5)
+    assert sorted(window.values.tolist()) == [8, 9, 10, 11, 12]
+    window.clear()
+    assert not window.full
+
+
+def test_hinge_loss():
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([-2.0, 0.5])
+    assert hinge_d_loss(real, fake).item() == pytest.approx((0 + 1) / 2 + (0 + 1.5) / 2)
+
+
+def test_quantize_matches_autogan():
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0, 1.5])
+    assert quantize_images(x).tolist() == [0, 0, 127, 254, 255, 255]
+
+
+def test_resize_keeps_uint8_range_and_identity():
+    images = load_images("digits")[:4]
+    assert resize_uint8(images, 8) is images
+    big = resize_uint8(images, 16)
+    assert big.dtype == torch.uint8 and big.shape == (4, 3, 16, 16)
+    assert (big.float().mean() - images.float().mean()).abs() < 2  # brightness preserved
+
+
+def test_dynamic_reset_ends_training_early_and_clears_windows():
+    torch.manual_seed(0)
+    config = preset_config("demo", **TINY, shared_epoch=5, n_critic=1, dynamic_reset_window=4,
+                           dynamic_reset_threshold=1e9).validate()  # any variance is "low": reset when full
+    data = DeviceImageData(load_images("digits")[:160], "cpu")
+    gan = SharedGAN.create(config, torch.device("cpu"))
+    g_window, d_window = LossWindow(4, torch.device("cpu")), LossWindow(4, torch.device("cpu"))
+    summary = train_shared(gan, data, config, 0, lambda: torch.tensor([0, 1, 1, 0]), g_window, d_window)
+    assert summary.dynamic_reset and summary.steps == 4 and summary.g_steps == 4
+    assert g_window.count == d_window.count == 0
+
+
+def test_shared_training_runs_its_epochs_and_changes_both_nets():
+    torch.manual_seed(0)
+    config = preset_config("demo", **TINY, shared_epoch=2, n_critic=2).validate()
+    data = DeviceImageData(load_images("digits")[:64], "cpu")
+    gan = SharedGAN.create(config, torch.device("cpu"))
+    before = [p.detach().clone() for p in (gan.gen.l1.weight, gan.dis.l5.weight_orig)]
+    archs = iter([[0, 0, 0, 0], [1, 1, 1, 1], [1, 2, 2, 1], [0, 1, 0, 1]] * 4)
+    summary = train_shared(gan, data, config, 0, lambda: torch.tensor(next(archs)),
+                           LossWindow(100, torch.device("cpu")), LossWindow(100, torch.device("cpu")))
+    assert (summary.steps, summary.g_steps, summary.dynamic_reset) == (8, 4, False)
+    assert not torch.equal(before[0], gan.gen.l1.weight) and not torch.equal(before[1], gan.dis.l5.weight_orig)

@@ -1,0 +1,150 @@
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autogan_fast.models import Discriminator, SharedGenerator, init_weights
+from autogan_fast.models.generator import PostActBlock, PreActBlock
+from autogan_fast.search_space import ARCH_LENGTHS, NUM_CELLS, cell_slice
+
+LATENT, GF, DF, BOTTOM = 8, 4, 4, 2  # tiny nets: the tests are about wiring, not capacity
+DEFAULT_CELL = (1, 1, 1, 1)  # pre, bn, nearest, shortcut: the arch around the cell under test
+
+
+def arch_with(stage: int, cell: int, codes: tuple[int, ...], skip_mask: int | None = None) -> list[int]:
+    """A stage-`stage` arch with cell `cell` set to `codes`; other cells default, all skip-ins on."""
+    arch = []
+    for c in range(stage + 1):
+        cell_codes = list(codes if c == cell else DEFAULT_CELL)
+        if c > 0:
+            cell_codes.append(2**c - 1 if skip_mask is None or c != cell else skip_mask)
+        arch += cell_codes
+    assert len(arch) == ARCH_LENGTHS[stage]
+    return arch
+
+
+# Every (conv, norm, up, shortcut) of every cell at every stage the cell exists in.
+CHOICE_CASES = [(stage, cell, codes) for stage in range(NUM_CELLS) for cell in range(stage + 1)
+                for codes in itertools.product(range(2), range(3), range(3), range(2))]
+# Every skip-in mask of cells 2 and 3 with each upsampling (interpolated or stacked-deconv skips).
+SKIP_CASES = [(cell, mask, up) for cell in (1, 2) for mask in range(2**cell) for up in range(3)]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    gen = SharedGenerator(LATENT, GF, BOTTOM)
+    init_weights(gen)
+    return gen
+
+
+def run_forward_backward(gen: SharedGenerator, arch: list[int]) -> torch.Tensor:
+    gen.zero_grad(set_to_none=True)
+    gen.set_arch(arch)
+    images = gen(torch.randn(3, LATENT))
+    images.square().mean().backward()
+    return images
+
+
+@pytest.mark.parametrize("stage, cell, codes", CHOICE_CASES,
+                         ids=[f"stage{s}-cell{c + 1}-{''.join(map(str, k))}" for s, c, k in CHOICE_CASES])
+def test_every_choice_runs_forward_and_backward(generator, stage, cell, codes):
+    images = run_forward_backward(generator, arch_with(stage, cell, codes))
+    resolution = BOTTOM * 2 ** (stage + 1)
+    assert images.shape == (3, 3, resolution, resolution)
+    assert images.abs().max() <= 1 and torch.isfinite(images).all()
+    block = generator.cells[cell].pre1 if codes[0] == 1 else generator.cells[cell].post1
+    other = generator.cells[cell].post1 if codes[0] == 1 else generator.cells[cell].pre1
+    assert block.conv.weight.grad is not None and block.conv.weight.grad.abs().sum() > 0
+    assert other.conv.weight.grad is None  # the unchosen conv type is not on the path
+    assert (block.deconv.weight.grad is not None) == (codes[2] == 2)  # deconv only when chosen
+    assert (generator.cells[cell].shortcut_conv.weight.grad is not None) == bool(codes[3])
+    assert generator.to_rgb[stage][2].weight.grad is not None
+    for later in range(stage + 1, NUM_CELLS):  # cells beyond the stage are not run
+        assert all(p.grad is None for p in generator.cells[later].parameters())
+
+
+@pytest.mark.parametrize("cell, mask, up", SKIP_CASES,
+                         ids=[f"cell{c + 1}-mask{m}-up{u}" for c, m, u in SKIP_CASES])
+def test_every_skip_mask_feeds_exactly_the_chosen_cells(generator, cell, mask, up):
+    run_forward_backward(generator, arch_with(2, cell, (0, 0, up, 0), skip_mask=mask))
+    for bit in range(cell):
+        earlier = cell - bit  # 1-based number of the earlier cell this bit selects
+        used = generator.cells[cell].skip_convs[earlier - 1].weight.grad is not None
+        assert used == bool(mask >> bit & 1), f"skip from cell {earlier}"
+        deconv_used = generator.cells[cell].skip_deconvs[earlier - 1][0].weight.grad is not None
+        assert deconv_used == (bool(mask >> bit & 1) and up == 2)
+
+
+def test_slices_cover_the_vector():
+    assert [cell_slice(c) for c in range(NUM_CELLS)] == [slice(0, 4), slice(4, 9), slice(9, 14)]
+
+
+@pytest.mark.parametrize("norm", ["none", "bn"])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_preactivation_path_equals_the_literal_one(norm, training):
+    """norm -> ReLU -> nearest up -> conv through the fused op == the same modules run literally."""
+    torch.manual_seed(1)
+    block = PreActBlock(5, 6, upsamples=True).double()
+    init_weights(block)
+    block.norms.bn.running_mean.uniform_(-1, 1)
+    block.norms.bn.running_var.uniform_(0.5, 2)
+    literal = PreActBlock(5, 6, upsamples=True).double()
+    literal.load_state_dict(block.state_dict())
+    block.train(training)
+    literal.train(training)
+    x = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    x_literal = x.detach().clone().requires_grad_()
+    fused = block(x, norm, "nearest")
+    h = F.relu(literal.norms(x_literal, norm))
+    expected = literal.conv(F.interpolate(h, scale_factor=2, mode="nearest"))
+    torch.testing.assert_close(fused, expected, rtol=1e-10, atol=1e-10)  # float64: only rounding differs
+    fused.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(x.grad, x_literal.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(block.norms.bn.weight.grad, literal.norms.bn.weight.grad)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(block.norms.bn, name), getattr(literal.norms.bn, name))
+
+
+def test_fused_postactivation_path_equals_the_literal_one():
+    torch.manual_seed(2)
+    block = PostActBlock(3, 5, upsamples=True).double()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    fused = block(x, "in", "nearest")
+    literal = F.relu(block.norms.inn(block.conv(F.interpolate(x, scale_factor=2, mode="nearest"))))
+    torch.testing.assert_close(fused, literal, rtol=1e-10, atol=1e-10)
+
+
+def test_generator_needs_an_arch():
+    with pytest.raises(RuntimeError, match="set_arch"):
+        SharedGenerator(LATENT, GF, BOTTOM)(torch.randn(1, LATENT))
+
+
+@pytest.mark.parametrize("stage", range(NUM_CELLS))
+def test_discriminator_grows_by_stage(stage):
+    torch.manual_seed(0)
+    dis = Discriminator(DF)
+    init_weights(dis)
+    dis.apply_spectral_norm()
+    dis.stage = stage
+    resolution = BOTTOM * 2 ** (stage + 1)
+    out = dis(torch.randn(2, 3, resolution, resolution))
+    assert out.shape == (2, 1)
+    out.sum().backward()
+    used_blocks = stage + 1
+    for index, block in enumerate(dis.blocks):
+        has_grad = block.c1.weight_orig.grad is not None
+        assert has_grad == (index < used_blocks), f"block {index + 1}"
+    assert dis.last_block.c1.weight_orig.grad is not None and dis.l5.weight_orig.grad is not None
+
+
+def test_discriminator_state_dict_keeps_torch_spectral_norm_keys():
+    dis = Discriminator(DF)
+    dis.apply_spectral_norm()
+    keys = set(dis.state_dict())
+    assert {"l5.weight_orig", "l5.weight_u", "l5.weight_v"} <= keys
+    assert "l5.weight" not in keys
+    spectral_layers = [k for k in keys if k.endswith("weight_orig")]
+    assert len(spectral_layers) == 11  # AutoGAN's discriminator has 11 SN layers

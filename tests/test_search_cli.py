@@ -1,0 +1,159 @@
+"""End-to-end runs of `python -m autogan_fast.search` on the embedded digits, at toy sizes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from autogan_fast.cli import run_cli
+from autogan_fast.search import main
+from autogan_fast.search_space import validate_arch
+
+# Three iterations (one per stage), two controller steps each: every event type appears.
+TINY = ["--gf-dim", "4", "--df-dim", "4", "--latent-dim", "8", "--max-search-iter", "3", "--grow-step1", "1",
+        "--grow-step2", "2", "--shared-epoch", "1", "--dis-bs", "300", "--gen-bs", "16", "--ctrl-step", "2",
+        "--rl-num-eval-img", "40", "--eval-batch-size", "20", "--num-candidate", "3", "--topk", "2",
+        "--num-grid-images", "4", "--seed", "3", "--quiet"]
+
+
+def run(argv, capsys):
+    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted tiny search, shared by the tests that read its files."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [*TINY, "--out", str(out), "--json"])
+    assert exit_info.value.code == 0
+    return out
+
+
+def controller_rewards(run_dir):
+    lines = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [(ln["search_iter"], ln["arch"], ln["inception_score"]) for ln in lines if ln["event"] == "controller_step"]
+
+
+def test_run_folder_holds_every_file(full_run):
+    assert {p.name for p in full_run.iterdir()} == {"config.json", "log.jsonl", "checkpoint.pt", "samples",
+                                                    "result.json"}
+    assert sorted(p.name for p in (full_run / "samples").iterdir()) == [f"iter_00{i}.png" for i in range(3)]
+    config = json.loads((full_run / "config.json").read_text())
+    assert config["gf_dim"] == 4 and config["preset"] == "demo" and config["ctrl_lr"] == 3e-3
+    result = json.loads((full_run / "result.json").read_text())
+    assert set(result) == {"archs", "search_mode", "wall_seconds", "device"}
+    assert result["search_mode"] == "mlas" and result["device"] == "cpu" and len(result["archs"]) == 2
+    scores = [entry["inception_score"] for entry in result["archs"]]
+    assert scores == sorted(scores, reverse=True) and all(1.0 <= s <= 10.0 for s in scores)
+    for entry in result["archs"]:
+        validate_arch(entry["arch"], stage=2)
+
+
+def test_log_has_every_event_with_its_iteration(full_run):
+    events = [json.loads(ln) for ln in (full_run / "log.jsonl").read_text().splitlines()]
+    assert all({"event", "search_iter"} <= set(e) for e in events)
+    kinds = [e["event"] for e in events]
+    assert kinds.count("shared_train") == kinds.count("iteration") == 3
+    assert kinds.count("controller_step") == 6 and kinds.count("grow") == 2 and kinds[-1] == "done"
+    grows = [e for e in events if e["event"] == "grow"]
+    assert [g["stage"] for g in grows] == [1, 2] and all(len(g["topk"]) <= 2 for g in grows)
+    # the stage-2 controller continues from a beam: every stage-2 arch starts with a kept stage-1 arch
+    kept = {tuple(t["arch"]) for t in grows[1]["topk"]}
+    assert all(tuple(arch[:9]) in kept for it, arch, _ in controller_rewards(full_run) if it == 2)
+
+
+def test_checkpoint_loads_weights_only(full_run):
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    assert state["search_iter"] == 3 and state["stage"] == 2
+
+
+def test_resume_reproduces_the_uninterrupted_run(full_run, tmp_path, capsys):
+    out = tmp_path / "resumed"
+    code, _, err = run([*TINY, "--out", str(out), "--stop-after", "0"], capsys)
+    assert code == 0 and "--resume" in err and not (out / "result.json").exists()
+    code, stdout, _ = run(["--resume", str(out), "--quiet", "--json"], capsys)  # the saved settings alone
+    assert code == 0
+    resumed = json.loads(stdout)
+    full = json.loads((full_run / "result.json").read_text())
+    assert [a["arch"] for a in resumed["archs"]] == [a["arch"] for a in full["archs"]]
+    assert [a["inception_score"] for a in resumed["archs"]] == [a["inception_score"] for a in full["archs"]]
+    assert controller_rewards(out) == controller_rewards(full_run)
+
+
+def test_resume_after_a_crash_drops_the_unfinished_iterations_log(full_run, tmp_path, capsys):
+    out = tmp_path / "crashed"
+    assert run([*TINY, "--out", str(out), "--stop-after", "1"], capsys)[0] == 0
+    with open(out / "log.jsonl", "a") as log:  # what a crash inside iteration 2 would leave behind
+        log.write(json.dumps({"event": "shared_train", "search_iter": 2}) + "\n")
+    assert run(["--resume", str(out), "--quiet"], capsys)[0] == 0
+    assert controller_rewards(out) == controller_rewards(full_run)
+    assert sum(1 for ln in (out / "log.jsonl").read_text().splitlines() if '"shared_train"' in ln) == 3
+
+
+def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
+    code, stdout, _ = run([*TINY, "--search-mode", "slas", "--max-search-iter", "1", "--out",
+                           str(tmp_path / "slas"), "--json"], capsys)
+    assert code == 0
+    result = json.loads(stdout)
+    assert result["search_mode"] == "slas"
+    assert all(len(entry["arch"]) == 14 for entry in result["archs"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+    (["--dataset", "cifar10"], "needs --data-path"),
+    (["--dataset", "cifar10", "--data-path", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["--gen-bs", "0"], "--gen-bs must be positive"),
+    (["--g-lr", "-1"], "--g-lr must be positive"),
+    (["--topk", "7", "--num-candidate", "6"], "--topk (7) must not exceed --num-candidate (6)"),
+    (["--grow-step1", "5", "--grow-step2", "3"], "0 < --grow-step1 < --grow-step2"),
+    (["--search-mode", "random"], "--search-mode must be one of"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+    (["--gf-dim", "abc"], "invalid int value"),
+    (["--preset", "huge"], "invalid choice"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
+    out = tmp_path / "never"
+    code, _stdout, stderr = run([*argv, "--out", str(out)], capsys)
+    assert code == 2
+    assert len(stderr.strip().splitlines()) == 1 and message in stderr and "Traceback" not in stderr
+    assert not out.exists()  # nothing written
+
+
+def test_existing_run_folder_is_not_overwritten(full_run, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()}
+    code, _, stderr = run([*TINY, "--out", str(full_run)], capsys)
+    assert code == 2 and "--resume" in stderr and len(stderr.strip().splitlines()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in full_run.iterdir()} == before
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no checkpoint at"),                   # folder without checkpoint.pt
+    (b"garbage", "corrupt checkpoint"),            # damaged file
+    (b"", "corrupt checkpoint"),                  # truncated to nothing
+])
+def test_resume_needs_a_valid_checkpoint(content, message, tmp_path, capsys):
+    if content is not None:
+        (tmp_path / "checkpoint.pt").write_bytes(content)
+    code, _, stderr = run(["--resume", str(tmp_path)], capsys)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_resume_refuses_to_change_the_shape_of_a_run(full_run, capsys):
+    code, _, stderr = run(["--resume", str(full_run), "--gf-dim", "8"], capsys)
+    assert code == 2 and "--gf-dim cannot change" in stderr
+
+
+def test_module_entry_point(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "autogan_fast.search", "--topk", "9", "--num-candidate", "2"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--topk" in done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,387 @@
+"""upsample_conv2d: the four-phase Triton kernels against the interpolate + conv2d reference.
+
+Without CUDA the kernels run under the Triton interpreter (tests/conftest.py), which costs about half a
+millisecond per tile operation, so shapes stay tiny; the real AutoGAN shapes run in the GPU tests.
+"""
+
+import inspect
+
+import pytest
+import torch
+
+from autogan_fast.kernels import triton_available, upsample_conv2d, upsample_conv2d_ref, use_backend
+from autogan_fast.kernels import upsample_conv as uc
+
+if triton_available():
+    import triton
+    import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+PREACTS = ["none", "relu", "affine", "affine_relu"]
+
+SHAPES = [  # (N, C_in, C_out, H, W)
+    pytest.param(1, 1, 1, 1, 1, id="minimal"),  # 1x1 input: 8 of the 9 taps of every output hit padding
+    pytest.param(1, 3, 5, 4, 3, id="batch1-prime-C"),  # batch 1, prime channels, non-square
+    pytest.param(2, 7, 2, 3, 5, id="prime-C-odd-HW"),  # C_out < C_in, odd spatial, masks on every axis
+    pytest.param(3, 6, 5, 5, 5, id="non-pow2-multi-block"),  # 75 pixels: two pixel blocks, split-K of 2
+    pytest.param(2, 8, 8, 4, 4, id="autogan-scaled"),  # AutoGAN cell 4x4 -> 8x8 (real: N 64-128, C 256)
+]
+
+# Tolerance, per STYLE.md: both the kernel and eager fp32 are compared with a float64 reference on the
+# same (fp32-representable) inputs, and kernel error <= 2 x eager error + atol. The kernel sums the
+# same products in another order (and folds taps w[0]+w[1] first), so its error may exceed eager's
+# when eager is (near) exact, e.g. a 1-channel conv; atol covers that: fp32 eps (1.2e-7) x sqrt of
+# the <= 16 * 65 * 4 terms per sum (~64) is ~1e-5 of the result's magnitude. A wrong tap, phase or
+# mask gives errors of order 1 x magnitude, so this cannot pass by accident.
+ATOL_REL = 1e-5
+# On the GPU with TF32 (10-bit mantissa, eps 9.8e-4; Triton truncates where cuDNN rounds) the same
+# argument gives ~1e-3 of the magnitude; 2e-3 still fails for any indexing error.
+ATOL_REL_TF32 = 2e-3
+
+
+@pytest.fixture(autouse=True)
+def _fp32_dots(monkeypatch):
+    """Compare at fp32 precision on CUDA too (TF32 is cuDNN's default); the TF32 tests opt back in."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def _make(n, c_in, c_out, h, w, preact, *, bias=True, residual=True, seed=0):
+    """fp64 leaves holding fp32-representable values, so both precisions see the same inputs."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).float().double().to(DEVICE)
+
+    args = {
+        "x": rand(n, c_in, h, w),
+        "weight": rand(c_out, c_in, 3, 3) / 3.0,
+        "bias": rand(c_out) if bias else None,
+        "scale": rand(c_in) if preact.startswith("affine") else None,
+        "shift": rand(c_in) if preact.startswith("affine") else None,
+        "residual": rand(n, c_out, 2 * h, 2 * w) if residual else None,
+    }
+    grad_y = rand(n, c_out, 2 * h, 2 * w)
+    return args, grad_y, preact in ("relu", "affine_relu")
+
+
+def _run(fn, args, grad_y, relu, dtype):
+    """Output and gradients of every tensor argument, in the order of `args` (None where absent)."""
+    leaves = {k: (v.to(dtype).requires_grad_() if v is not None else None) for k, v in args.items()}
+    y = fn(leaves["x"], leaves["weight"], leaves["bias"], scale=leaves["scale"], shift=leaves["shift"],
+           relu=relu, residual=leaves["residual"])
+    present = [k for k, v in leaves.items() if v is not None]
+    grads = torch.autograd.grad(y, [leaves[k] for k in present], grad_y.to(dtype))
+    out = {"y": y.detach()}
+    out.update({f"grad_{k}": g for k, g in zip(present, grads, strict=True)})
+    return out
+
+
+def _check_against_fp64(args, grad_y, relu, atol_rel=ATOL_REL, dtype=torch.float32):
+    exact = _run(upsample_conv2d_ref, args, grad_y, relu, torch.float64)
+    eager = _run(upsample_conv2d_ref, args, grad_y, relu, dtype)
+    with use_backend("triton"):
+        kernel = _run(upsample_conv2d, args, grad_y, relu, dtype)
+    assert kernel.keys() == exact.keys()
+    for name, ref in exact.items():
+        atol = atol_rel * max(1.0, ref.abs().max().item())
+        err_kernel = (kernel[name].double() - ref).abs().max().item()
+        err_eager = (eager[name].double() - ref).abs().max().item()
+        assert kernel[name].dtype == dtype, name
+        assert err_kernel <= 2 * err_eager + atol, f"{name}: kernel {err_kernel:.3g}, eager {err_eager:.3g}"
+        # and so against the fp32 reference itself, by the triangle inequality
+        torch.testing.assert_close(kernel[name], eager[name], atol=3 * err_eager + atol, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("preact", PREACTS)
+@pytest.mark.parametrize(("n", "c_in", "c_out", "h", "w"), SHAPES)
+def test_matches_reference(n, c_in, c_out, h, w, preact):
+    _check_against_fp64(*_make(n, c_in, c_out, h, w, preact))
+
+
+@pytest.mark.parametrize("preact", ["none", "affine_relu"])
+@pytest.mark.parametrize(("bias", "residual"), [(False, False), (True, False), (False, True)])
+def test_optional_bias_and_residual(bias, residual, preact):
+    _check_against_fp64(*_make(2, 3, 4, 3, 2, preact, bias=bias, residual=residual, seed=1))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "atol_rel"),
+    [
+        # fp16 storage, fp32 accumulation in the kernel: rounding the result to fp16 alone costs up
+        # to half an ulp, 4.9e-4 of the magnitude; the inputs are fp16 for eager too
+        pytest.param(torch.float16, 2e-3, id="fp16"),
+        # bf16 has an 8-bit mantissa (eps 7.8e-3); the interpreter has no bf16, so CUDA only
+        pytest.param(torch.bfloat16, 1.6e-2, id="bf16", marks=pytest.mark.gpu),
+    ],
+)
+def test_half_precision(dtype, atol_rel):
+    args, grad_y, relu = _make(2, 3, 4, 3, 2, "affine_relu", seed=6)
+    args = {k: v.to(dtype).double() for k, v in args.items()}  # representable in dtype
+    _check_against_fp64(args, grad_y.to(dtype).double(), relu, atol_rel=atol_rel, dtype=dtype)
+
+
+if triton_available():
+
+    @triton.jit
+    def _round_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + offs, mask=offs < n)
+        tl.store(y_ptr + offs, uc._round_to_tf32(v), mask=offs < n)
+
+
+def test_round_to_tf32_is_round_to_nearest_even():
+    gen = torch.Generator().manual_seed(8)
+    ulp_of_one = 2.0**-10
+    ties = 1.0 + torch.arange(0, 64, dtype=torch.float64) * ulp_of_one + ulp_of_one / 2  # exact halves
+    x = torch.cat([torch.randn(4000, generator=gen) * 10.0 ** torch.randint(-6, 6, (4000,), generator=gen),
+                   ties.float(), -ties.float(), torch.tensor([0.0, -0.0, 1.9999999, 65504.0])])
+    y = torch.empty_like(x)
+    _round_kernel[(triton.cdiv(x.numel(), 1024),)](x.to(DEVICE), y.to(DEVICE), x.numel(), BLOCK=1024)
+    xd = x.double()
+    ulp = torch.exp2(torch.floor(torch.log2(xd.abs().clamp_min(1e-30))) - 10)
+    expected = (torch.round(xd / ulp) * ulp).float()  # torch.round: halves to even
+    assert torch.equal(y.cpu(), expected)
+
+
+def test_tf32_mode_rounds_the_operands(monkeypatch):
+    """The TF32 path (CUDA default) rounds dot operands to 10 mantissa bits. The interpreter's dot is
+    exact, so forcing the mode here shows the rounding is wired in: the error rises above fp32 noise
+    and stays within the TF32 bound."""
+    args, grad_y, relu = _make(2, 8, 8, 3, 3, "affine_relu", seed=7)
+    monkeypatch.setattr(uc, "_input_precision", lambda t: "tf32")
+    _check_against_fp64(args, grad_y, relu, atol_rel=ATOL_REL_TF32)
+    exact = _run(upsample_conv2d_ref, args, grad_y, relu, torch.float64)
+    with use_backend("triton"):
+        tf32 = _run(upsample_conv2d, args, grad_y, relu, torch.float32)
+    for name in ("y", "grad_x", "grad_weight"):
+        rel = ((tf32[name].double() - exact[name]).abs().max() / exact[name].abs().max()).item()
+        assert 2**-16 < rel < 2**-9, f"{name}: relative error {rel:.3g} is not TF32-like"
+
+
+def test_channels_beyond_one_block():
+    # 65 channels: the kernels loop over two 64-wide channel blocks and grid over two along C
+    _check_against_fp64(*_make(1, 65, 65, 2, 1, "affine_relu", seed=2))
+
+
+@pytest.mark.parametrize("needed", ["x", "weight", "scale"])
+def test_only_some_gradients(needed):
+    """Each backward kernel also runs alone, when autograd asks for part of the gradients."""
+    args, grad_y, relu = _make(2, 3, 4, 3, 3, "affine_relu", seed=3)
+    args = {k: v.float() for k, v in args.items()}
+    grads = []
+    for fn, backend in ((upsample_conv2d_ref, "torch"), (upsample_conv2d, "triton")):
+        leaf = args[needed].clone().requires_grad_()
+        with use_backend(backend):
+            y = fn(**{**args, needed: leaf}, relu=relu)
+        grads.append(torch.autograd.grad(y, leaf, grad_y.float())[0])
+    ref, got = grads
+    torch.testing.assert_close(got, ref, atol=ATOL_REL * max(1.0, ref.abs().max().item()), rtol=0)
+
+
+def test_torch_compile_sees_one_graph():
+    """The custom ops and their fake impls let torch.compile trace forward and backward fullgraph."""
+    args, grad_y, relu = _make(2, 3, 4, 3, 2, "affine_relu", seed=5)
+    args = {k: v.float().requires_grad_() for k, v in args.items()}
+
+    def loss(x, weight, bias, scale, shift, residual):
+        y = upsample_conv2d(x, weight, bias, scale=scale, shift=shift, relu=relu, residual=residual)
+        return (y * grad_y.float()).sum()
+
+    with use_backend("triton"):
+        expected = torch.autograd.grad(loss(**args), list(args.values()))
+        compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+        got = torch.autograd.grad(compiled(**args), list(args.values()))
+    for name, g, e in zip(args, got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-6, msg=name)  # same kernels: ~exact
+
+
+def test_float64_takes_the_reference():
+    x = torch.randn(1, 2, 2, 2, device=DEVICE, dtype=torch.float64)
+    w = torch.randn(3, 2, 3, 3, device=DEVICE, dtype=torch.float64)
+    torch.testing.assert_close(upsample_conv2d(x, w), upsample_conv2d_ref(x, w), atol=0, rtol=0)
+    with use_backend("triton"), pytest.raises(RuntimeError, match="float64"):
+        upsample_conv2d(x, w)
+
+
+@pytest.mark.gpu
+def test_auto_backend_runs_the_kernels_on_cuda():
+    x = torch.randn(1, 2, 2, 2, device="cuda", requires_grad=True)
+    y = upsample_conv2d(x, torch.randn(3, 2, 3, 3, device="cuda"))
+    assert "UpsampleConv2d" in type(y.grad_fn).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks: the same ValueError, naming the argument, from both backends.
+
+
+def _good():
+    return {
+        "x": torch.randn(2, 3, 4, 4, device=DEVICE),
+        "weight": torch.randn(5, 3, 3, 3, device=DEVICE),
+        "bias": torch.randn(5, device=DEVICE),
+        "scale": torch.randn(3, device=DEVICE),
+        "shift": torch.randn(3, device=DEVICE),
+        "residual": torch.randn(2, 5, 8, 8, device=DEVICE),
+    }
+
+
+BAD = [  # (argument to replace, replacement built from the good arguments, text the error must name)
+    pytest.param("x", lambda a: a["x"][0], "x must have 4 dims", id="x-rank"),
+    pytest.param("weight", lambda a: a["weight"][..., 0], "weight must have 4 dims", id="weight-rank"),
+    pytest.param("weight", lambda a: torch.randn(5, 3, 2, 2), "weight must be", id="weight-not-3x3"),
+    pytest.param("weight", lambda a: torch.randn(5, 4, 3, 3), "weight has C_in=4", id="weight-C_in"),
+    pytest.param("bias", lambda a: torch.randn(4), "bias must have C_out=5", id="bias-length"),
+    pytest.param("bias", lambda a: torch.randn(5, 1), "bias must have 1 dims", id="bias-rank"),
+    pytest.param("scale", lambda a: torch.randn(4), "scale must have C_in=3", id="scale-length"),
+    pytest.param("shift", lambda a: torch.randn(2), "shift must have C_in=3", id="shift-length"),
+    pytest.param("shift", lambda a: None, "scale was given without shift", id="scale-without-shift"),
+    pytest.param("scale", lambda a: None, "shift was given without scale", id="shift-without-scale"),
+    pytest.param("residual", lambda a: torch.randn(2, 5, 8, 7), "residual must have shape",
+                 id="residual-shape"),
+    pytest.param("x", lambda a: a["x"].transpose(2, 3), "x must be contiguous", id="x-noncontiguous"),
+    pytest.param("weight", lambda a: a["weight"].transpose(2, 3), "weight must be contiguous",
+                 id="weight-noncontiguous"),
+    pytest.param("residual", lambda a: a["residual"].transpose(2, 3), "residual must be contiguous",
+                 id="residual-noncontiguous"),
+    pytest.param("bias", lambda a: a["bias"].double(), "bias has dtype", id="bias-dtype"),
+    pytest.param("x", lambda a: a["x"].long(), "x must be a floating-point", id="x-integer"),
+    pytest.param("relu", lambda a: 1, "relu must be a bool", id="relu-not-bool"),
+]
+
+
+def _replace(args, key, make):
+    """Replacements are built on the CPU, then moved next to the others unless meant to mismatch."""
+    value = make(args)
+    if isinstance(value, torch.Tensor):
+        value = value.to(DEVICE)
+    return {**args, key: value}
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize(("key", "make", "message"), BAD)
+def test_bad_argument_raises(backend, key, make, message):
+    args = _replace(_good(), key, make)
+    relu = args.pop("relu", True)
+    with use_backend(backend), pytest.raises(ValueError, match=message):
+        upsample_conv2d(args.pop("x"), args.pop("weight"), args.pop("bias"), relu=relu, **args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("key", ["weight", "bias", "scale", "residual"])
+def test_mixed_devices_raise(backend, key):
+    args = _good()
+    args[key] = args[key].cpu()
+    with use_backend(backend), pytest.raises(ValueError, match=f"{key} is on cpu"):
+        upsample_conv2d(args.pop("x"), args.pop("weight"), args.pop("bias"), **args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile cache: per-call sizes must not specialize the kernels.
+
+KERNELS = [uc._upsample_conv2d_fwd_kernel, uc._upsample_conv2d_bwd_input_kernel,
+           uc._upsample_conv2d_bwd_weight_kernel]
+FLAGS = {"HAS_BIAS", "HAS_AFFINE", "RELU", "HAS_RESIDUAL", "NEED_AFFINE_GRAD", "INPUT_PRECISION"}
+
+
+def _constexpr_names(kernel):
+    annotations = inspect.get_annotations(kernel.fn)
+    return {name for name, ann in annotations.items() if "constexpr" in str(ann)}
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.__name__)
+def test_only_blocks_and_flags_are_constexpr(kernel):
+    names = _constexpr_names(kernel)
+    assert names, "no constexpr found: the annotation check itself is broken"
+    assert names <= FLAGS | {"BLOCK_M", "BLOCK_N", "BLOCK_K"}, names - FLAGS
+
+
+# One family: the AutoGAN cell shape at growing resolution and batch, with channels that keep the
+# block sizes. None of the sizes is 1 or a multiple of 16 (Triton's integer specializations; they
+# give a bounded number of variants), so every call must hit the kernels compiled by the first.
+FAMILY = [(2, 5, 6, 3, 3), (3, 7, 6, 5, 2), (5, 6, 7, 2, 7)]  # (N, C_in, C_out, H, W)
+
+
+def _call_family_member(n, c_in, c_out, h, w):
+    args, grad_y, relu = _make(n, c_in, c_out, h, w, "affine_relu")
+    with use_backend("triton"):
+        _run(upsample_conv2d, args, grad_y, relu, torch.float32)
+
+
+def _specialization_key(kernel, args, kwargs):
+    """What Triton keys its compile cache on: constexpr values, dtypes, and integer divisibility."""
+    bound = inspect.signature(kernel.fn).bind(*args, **kwargs)
+    constexprs = _constexpr_names(kernel)
+    key = []
+    for name, value in bound.arguments.items():
+        if name in constexprs:
+            key.append((name, value))
+        elif isinstance(value, torch.Tensor):
+            key.append((name, value.dtype))
+        elif isinstance(value, int):
+            key.append((name, value == 1, value % 16 == 0))
+        else:
+            key.append((name, type(value).__name__))
+    return tuple(key)
+
+
+def test_new_sizes_do_not_add_specializations():
+    """Runs under the interpreter too: records the specialization key of every launch."""
+    if not all(hasattr(k, "add_pre_run_hook") for k in KERNELS):
+        pytest.skip("this Triton has no pre-run hooks")
+    seen = {k.__name__: [] for k in KERNELS}
+    hooks = []
+    for kernel in KERNELS:
+        def hook(*args, _kernel=kernel, **kwargs):
+            seen[_kernel.__name__].append(_specialization_key(_kernel, args, kwargs))
+        kernel.add_pre_run_hook(hook)
+        hooks.append(hook)
+    try:
+        _call_family_member(*FAMILY[0])
+        first = {name: set(keys) for name, keys in seen.items()}
+        for shape in FAMILY[1:]:
+            _call_family_member(*shape)
+    finally:
+        for kernel, hook in zip(KERNELS, hooks, strict=True):
+            kernel.pre_run_hooks.remove(hook)
+    for name, keys in seen.items():
+        assert len(keys) == len(FAMILY), f"{name} launched {len(keys)} times"
+        assert set(keys) == first[name], f"{name}: new sizes added specializations"
+
+
+def _compiled_count(kernel):
+    caches = getattr(kernel, "device_caches", None)
+    if caches is not None:  # triton >= 3.1: device -> (kernel_cache, ...)
+        return sum(len(entry[0]) for entry in caches.values())
+    return sum(len(cache) for cache in kernel.cache.values())
+
+
+@pytest.mark.gpu
+def test_compile_cache_does_not_grow_on_gpu():
+    _call_family_member(*FAMILY[0])
+    before = [_compiled_count(k) for k in KERNELS]
+    assert all(count >= 1 for count in before), before
+    for shape in FAMILY[1:]:
+        _call_family_member(*shape)
+    assert [_compiled_count(k) for k in KERNELS] == before
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the real AutoGAN shapes, with TF32 as training runs them and with exact fp32.
+
+AUTOGAN_SHAPES = [
+    pytest.param(64, 256, 256, 4, 4, id="cell1-4to8"),  # first generator cell
+    pytest.param(64, 256, 256, 16, 16, id="cell3-16to32"),  # last cell, CIFAR-10 32x32 output
+    pytest.param(128, 64, 64, 32, 32, id="narrow-32to64"),  # narrow search space, batch 128
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tf32", [True, False], ids=["tf32", "ieee"])
+@pytest.mark.parametrize(("n", "c_in", "c_out", "h", "w"), AUTOGAN_SHAPES)
+def test_autogan_shapes_on_gpu(n, c_in, c_out, h, w, tf32, monkeypatch):
+    # eager cuDNN follows the same flag, so "2 x eager error + atol" scales with the precision used
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    _check_against_fp64(*_make(n, c_in, c_out, h, w, "affine_relu", seed=4),
+                        atol_rel=ATOL_REL_TF32 if tf32 else ATOL_REL)
