@@ -45,6 +45,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tu
             parser.add_argument(f"--{flag(f.name)}", dest=f.name, type=kind, default=None, help=help_text)
 
 
+def add_run_flags(parser: argparse.ArgumentParser, stop_after: str) -> None:
+    """The run-folder and output flags every long-running command shares."""
+    parser.add_argument("--out", help="run folder to create (default: a new numbered folder under runs/)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with the settings saved there")
+    parser.add_argument("--stop-after", type=int, metavar="ITER", help=f"{stop_after} (continue with --resume)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines on stderr")
+
+
 def explicit_values(args: argparse.Namespace, config_cls: type) -> dict[str, object]:
     """The config fields given on the command line."""
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
@@ -96,7 +105,8 @@ def open_inputs(config: typing.Any, resolution: int) -> tuple[torch.device, Devi
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a command line's main: bad input becomes one line on stderr and exit status 2."""
-    prog = main.__module__.replace("__main__", "autogan_fast")
+    spec = main.__globals__.get("__spec__")  # names the module also when it runs as `python -m`
+    prog = spec.name if spec is not None else main.__module__
     try:
         code = main(argv)
     except UsageError as err:

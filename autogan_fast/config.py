@@ -125,7 +125,7 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
 # The demo preset: the whole search in about 5 minutes on a 2-core CPU, on the embedded digits.
 # Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px), short iterations and rewards.
 DEMO_OVERRIDES: dict[str, object] = dict(
-    max_search_iter=12, grow_step1=4, grow_step2=8, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
+    max_search_iter=15, grow_step1=4, grow_step2=8, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
     rl_num_eval_img=500, gen_bs=64, dis_bs=32, gf_dim=32, df_dim=32, latent_dim=32, bottom_width=2,
     n_critic=2, g_lr=1e-3, d_lr=1e-3, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
 )

@@ -95,6 +95,32 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
+def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Optimizer, real: torch.Tensor,
+                       latent_dim: int) -> torch.Tensor:
+    """One hinge-loss D update on `real` and as many fakes (one D forward for both); returns the loss."""
+    z = torch.randn(real.shape[0], latent_dim, device=real.device)
+    with torch.no_grad():
+        fake = gen(z)
+    logits = dis(torch.cat([real, fake]))
+    d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
+    dis_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    dis_opt.step()
+    return d_loss.detach()
+
+
+def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer, batch_size: int,
+                   latent_dim: int) -> torch.Tensor:
+    """One hinge-loss G update on `batch_size` fakes; returns the loss. Also fills D's grads (the next
+    D step clears them first)."""
+    z = torch.randn(batch_size, latent_dim, device=next(gen.parameters()).device)
+    g_loss = -dis(gen(z)).mean()
+    gen_opt.zero_grad(set_to_none=True)
+    g_loss.backward()
+    gen_opt.step()
+    return g_loss.detach()
+
+
 @dataclass
 class TrainSummary:
     """What one search iteration's shared-GAN training did."""
@@ -126,25 +152,14 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     reset = False
     for step in range(total_steps):
         gan.gen.set_arch(sample_arch().tolist())  # host sync: the arch picks the Python path
-        real = data.sample(config.dis_bs, resolution)
-        z = torch.randn(config.dis_bs, config.latent_dim, device=device)
-        with torch.no_grad():
-            fake = gan.gen(z)
-        logits = gan.dis(torch.cat([real, fake]))
-        d_loss = hinge_d_loss(logits[: config.dis_bs], logits[config.dis_bs:])
-        gan.dis_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        gan.dis_opt.step()
+        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, data.sample(config.dis_bs, resolution),
+                                    config.latent_dim)
         d_window.push(d_loss)
-        d_sum += d_loss.detach()
+        d_sum += d_loss
         if (step + 1) % config.n_critic == 0:
-            z = torch.randn(config.gen_bs, config.latent_dim, device=device)
-            g_loss = -gan.dis(gan.gen(z)).mean()
-            gan.gen_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            gan.gen_opt.step()
+            g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim)
             g_window.push(g_loss)
-            g_sum += g_loss.detach()
+            g_sum += g_loss
             g_steps += 1
             if dynamic_reset_due(g_window, d_window, config.dynamic_reset_threshold):
                 g_window.clear()

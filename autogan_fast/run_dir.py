@@ -57,6 +57,21 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def rng_state() -> dict:
+    """Every global random stream (CPU, and each CUDA device when present), for a checkpoint."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Put back the streams `rng_state` saved (CUDA ones only where CUDA is present)."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def new_run_dir(root: Path = Path("runs")) -> Path:
     """A new numbered folder `runs/NNNNN` (never an existing one)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -84,22 +99,27 @@ def create_run_dir(out: str | None) -> Path:
 
 
 class JsonlLog:
-    """Appends one JSON object per line, flushed at once so a crash loses nothing logged."""
+    """Appends one JSON object per line, flushed at once so a crash loses nothing logged.
 
-    def __init__(self, path: Path):
+    Every event carries the run's progress counter under the name `counter`: "search_iter" for the
+    search, "iter" (generator iterations) for derived training.
+    """
+
+    def __init__(self, path: Path, counter: str = "search_iter"):
         self.path = Path(path)
+        self.counter = counter
 
-    def write(self, event: str, search_iter: int, **fields: object) -> None:
-        line = json.dumps({"event": event, "search_iter": search_iter, **fields})
+    def write(self, event: str, count: int, /, **fields: object) -> None:
+        line = json.dumps({"event": event, self.counter: count, **fields})
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
-    def truncate_from(self, search_iter: int) -> None:
-        """Drop events of iterations >= search_iter (work after the last checkpoint, redone on resume)."""
+    def truncate_from(self, step: int) -> None:
+        """Drop events whose counter is >= step (work after the last checkpoint, redone on resume)."""
         if not self.path.exists():
             return
         lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("search_iter", 0) < search_iter]
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get(self.counter, 0) < step]
         atomic_write(self.path, lambda f: f.write("".join(ln + "\n" for ln in kept).encode()))
 
     def read(self) -> list[dict]:

@@ -11,13 +11,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli
-from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
-from .data import DeviceImageData, load_images
+from .cli import (
+    ArgumentParser,
+    add_config_flags,
+    add_run_flags,
+    apply_resume_overrides,
+    explicit_values,
+    open_inputs,
+    resume_dir,
+    run_cli,
+)
+from .config import PRESETS, SearchConfig, config_from_dict, preset_config
 from .errors import UsageError
-from .metrics import load_feature_net
 from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
 from .search_loop import SearchState, run_search
 from .search_space import arch_to_str
@@ -30,32 +35,20 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m autogan_fast.search", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help="base settings: demo (CPU-sized, embedded digits) or paper (AutoGAN's released search)")
-    parser.add_argument("--out", help="run folder to create (default: a new numbered folder under runs/)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with the settings saved there")
-    parser.add_argument("--stop-after", type=int, metavar="ITER",
-                        help="stop after checkpointing search iteration ITER (continue later with --resume)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-iteration lines")
+    add_run_flags(parser, stop_after="stop after checkpointing search iteration ITER")
     add_config_flags(parser, SearchConfig)
     return parser
 
 
 def resumed_config(run_dir: Path, state: dict, overrides: dict[str, object]) -> SearchConfig:
-    config = config_from_dict(state["config"])
-    fixed = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
-    if fixed:
-        raise UsageError(f"--{flag(fixed[0])} cannot change when resuming {run_dir} (only "
-                         f"{', '.join('--' + flag(n) for n in RESUMABLE_OVERRIDES)} can)")
-    return dataclasses.replace(config, **overrides).validate()
+    return apply_resume_overrides(run_dir, config_from_dict(state["config"]), overrides, RESUMABLE_OVERRIDES)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, SearchConfig)
-    if args.resume:
-        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-            raise UsageError("--out and --resume name different folders; --resume continues in place")
-        run_dir = Path(args.resume)
+    run_dir = resume_dir(args)
+    if run_dir is not None:
         saved = load_checkpoint(run_dir / CHECKPOINT)
         config = resumed_config(run_dir, saved, overrides)
     else:
@@ -65,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
     # Everything that can fail on bad input runs before the run folder is touched.
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    images = load_images(config.dataset, config.data_path, config.split, resolution=config.bottom_width * 8)
-    data = DeviceImageData(images, device)
-    feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
+    device, data, feature_net = open_inputs(config, resolution=config.bottom_width * 8)
 
     if saved is None:
         run_dir = create_run_dir(args.out)

@@ -23,7 +23,16 @@ from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
 from .data import DeviceImageData, quantize_images
 from .engine import LossWindow, SharedGAN, inception_score, train_shared
 from .metrics.feature_net import FeatureNet
-from .run_dir import CHECKPOINT, LOG, JsonlLog, save_checkpoint, save_image_grid, write_json
+from .run_dir import (
+    CHECKPOINT,
+    LOG,
+    JsonlLog,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    save_image_grid,
+    write_json,
+)
 from .search_space import arch_to_str
 
 CHECKPOINT_FORMAT = "autogan_fast.search/1"
@@ -58,16 +67,13 @@ class SearchState:
 
     def state_dict(self) -> dict:
         beams = None if self.beams is None else {k: v.cpu() for k, v in dataclasses.asdict(self.beams).items()}
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config),
             "search_iter": self.search_iter, "stage": self.stage, "gan": self.gan.state_dict(),
             "controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
             "baseline": self.baseline.value, "g_window": self.g_window.state_dict(),
             "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
-            "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng,
+            "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(),
         }
 
     @classmethod
@@ -85,9 +91,7 @@ class SearchState:
         self.fixed_z = state["fixed_z"].to(device)
         self.beams = None if state["beams"] is None else Beams(**{k: v.to(device) for k, v in state["beams"].items()})
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        restore_rng_state(state["rng"])
         return self
 
 

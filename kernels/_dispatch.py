@@ -10,7 +10,6 @@ silently running the reference.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 
@@ -20,14 +19,17 @@ BACKENDS = ("auto", "triton", "torch")
 _backend = "auto"
 
 
-@functools.cache
+try:  # Triton is Linux-only; elsewhere every op runs its reference
+    import triton  # noqa: F401
+
+    _TRITON_IMPORTS = True
+except ImportError:
+    _TRITON_IMPORTS = False
+
+
 def triton_available() -> bool:
-    """True when the `triton` package imports (it is Linux-only)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the `triton` package imports (a plain flag, so torch.compile traces through it)."""
+    return _TRITON_IMPORTS
 
 
 def triton_interpreter() -> bool:

@@ -225,7 +225,6 @@ if triton is not None:
                 acc = tl.where(x > 0.0, acc, 0.0)
             tl.store(gx_ptr + x_offs, acc, mask=xy_mask)
 
-
     @triton.jit
     def _upsample_conv2d_bwd_weight_kernel(
         x_ptr,  # (N, C_in, H, W) input; the activation is recomputed on the load
@@ -414,8 +413,8 @@ def upsample_conv2d_backward(
         pixels = n * h * w
         want = triton.cdiv(_target_programs(x.device), 16 * tiles)
         split = max(1, min(triton.cdiv(pixels, _BLOCK_PIX_K), want))
-        pix_per_split = triton.cdiv(triton.cdiv(pixels, split), _BLOCK_PIX_K) * _BLOCK_PIX_K
-        split = triton.cdiv(pixels, pix_per_split)
+        pix_per_split = max(1, triton.cdiv(triton.cdiv(pixels, split), _BLOCK_PIX_K)) * _BLOCK_PIX_K
+        split = max(1, triton.cdiv(pixels, pix_per_split))  # N = 0 still writes a zero gradient
         gwp = torch.empty(split, 4, 4, c_in, c_out, device=x.device, dtype=torch.float32)
         _upsample_conv2d_bwd_weight_kernel[(tiles, 16, split)](
             x,

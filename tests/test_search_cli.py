@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from cli_helpers import run_cli_captured
 
 from autogan_fast.cli import run_cli
 from autogan_fast.search import main
@@ -19,11 +20,7 @@ TINY = ["--gf-dim", "4", "--df-dim", "4", "--latent-dim", "8", "--max-search-ite
 
 
 def run(argv, capsys):
-    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    return run_cli_captured(main, argv, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +154,35 @@ def test_module_entry_point(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--topk" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_search_on_an_image_folder(tmp_path, capsys):
+    """Other datasets plug in by flag; images are resized to the generator's final size (16 px here)."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for i in range(12):
+        pixels = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=generator).numpy()
+        Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    code, stdout, _ = run([*TINY, "--dataset", "folder", "--data-path", str(folder), "--feature-net", "digits",
+                           "--dis-bs", "6", "--max-search-iter", "1", "--out", str(tmp_path / "run"), "--json"],
+                          capsys)
+    assert code == 0 and len(json.loads(stdout)["archs"]) == 2
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"] == "folder" and config["feature_net"] == "digits"
+
+
+def test_paper_preset_says_which_inception_file_is_missing(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    code, _, stderr = run(["--preset", "paper", "--dataset", "folder", "--data-path", str(folder),
+                           "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "pt_inception-2015-12-05-6726825d.pth" in stderr and "torch_home" in stderr
+    assert not (tmp_path / "run").exists()

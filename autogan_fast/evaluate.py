@@ -1,0 +1,154 @@
+"""`python -m autogan_fast.evaluate`: IS and FID of a trained generator, or reference statistics of real data.
+
+  python -m autogan_fast.evaluate --checkpoint RUN/best.pt [--num-images 50000] [--fid-stats F.npz]
+  python -m autogan_fast.evaluate --dataset cifar10 --data-path P --save-stats F.npz
+
+With --checkpoint (checkpoint.pt or best.pt of a `train` run) the EMA generator is scored exactly as
+training scores it, so by default (the run's seed, image count and batch size) the numbers equal
+the ones training logged at that iteration. FID is against --fid-stats, or else against the cached
+reference statistics of the run's dataset. The data and scoring flags default to the run's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli
+from .config import check_shared_settings, config_from_dict
+from .data import load_images
+from .derived import DerivedGenerator
+from .errors import UsageError
+from .metrics import FeatureNet, load_feature_net
+from .metrics.fid import load_fid_stats, save_fid_stats
+from .metrics.reference import dataset_statistics, reference_statistics
+from .run_dir import load_checkpoint
+from .train import TrainConfig, check_train_checkpoint, score_generator
+
+# The flags every command shares (same names, meanings and help as `train`'s).
+SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "device", "seed")
+FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless --resolution says otherwise
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m autogan_fast.evaluate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", metavar="PT", help="checkpoint.pt or best.pt of a train run: score its "
+                                                           "generator (the EMA one when present)")
+    parser.add_argument("--save-stats", metavar="NPZ", help="write reference statistics (mu, sigma; TTUR .npz) "
+                                                            "of the real data to this file")
+    parser.add_argument("--num-images", type=int, help="with --checkpoint: generated images to score "
+                                                       "(default: the run's --num-eval-imgs)")
+    parser.add_argument("--fid-stats", metavar="NPZ", help="with --checkpoint: reference statistics to score "
+                                                           "FID against (default: the dataset's cached ones)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's --eval-batch-size, "
+                                                       "else 250)")
+    parser.add_argument("--resolution", type=int, metavar="PX", help="with --save-stats: image size the "
+                                                                     "statistics are taken at (default: the data's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_config_flags(parser, TrainConfig,
+                     skip=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SHARED_FLAGS))
+    return parser
+
+
+def checked_fid_stats(path: str, feature_net: FeatureNet) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics from `path`, which must have the feature network's dimension."""
+    mu, sigma = load_fid_stats(path)
+    if mu.shape[0] != feature_net.num_features:
+        raise UsageError(f"FID statistics file {path} has {mu.shape[0]}-d features but feature network "
+                         f"{feature_net.name} gives {feature_net.num_features}; use statistics of the same network")
+    return mu, sigma
+
+
+def positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"--{name} must be positive, got {value}")
+
+
+def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
+    """IS and FID of the checkpoint's (EMA) generator; `shared` overrides the run's data and scoring flags."""
+    if args.resolution is not None:
+        raise UsageError("--resolution only applies with --save-stats")
+    path = Path(args.checkpoint)
+    saved = load_checkpoint(path)
+    check_train_checkpoint(saved, path)
+    config = dataclasses.replace(config_from_dict(saved["config"], TrainConfig), **shared).validate()
+    num_images = config.num_eval_imgs if args.num_images is None else args.num_images
+    if num_images < max(config.is_splits, 2):
+        raise UsageError(f"--num-images must be at least {max(config.is_splits, 2)} (IS splits, FID "
+                         f"covariance), got {num_images}")
+    batch_size = args.batch_size or config.eval_batch_size
+
+    device = resolve_device(config.device)
+    feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
+    gen = DerivedGenerator(saved["arch"], config.latent_dim, config.gf_dim, config.bottom_width)
+    gen.load_state_dict(saved["ema"] if saved.get("ema") is not None else saved["gen"])
+    gen.to(device)
+    if args.fid_stats is not None:
+        reference = checked_fid_stats(args.fid_stats, feature_net)
+    else:
+        resolution = gen.output_size
+        reference = reference_statistics(
+            config.dataset, config.data_path, config.split, resolution, feature_net,
+            lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size, device)
+    metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
+                              config.seed, device)
+    return {**metrics, "checkpoint": str(path), "iter": saved["iter"], "num_images": num_images,
+            "generator": "ema" if saved.get("ema") is not None else "gen"}
+
+
+def save_statistics(args, shared: dict[str, object]) -> dict:
+    """Reference statistics of the real data, written to --save-stats."""
+    for name in ("num_images", "fid_stats"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
+    positive("resolution", args.resolution)
+    config = TrainConfig(**shared)
+    check_shared_settings(config)
+    out = Path(args.save_stats).expanduser()
+    if not out.parent.is_dir():
+        raise UsageError(f"cannot write FID statistics {out}: folder {out.parent} does not exist")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    images = load_images(config.dataset, config.data_path, config.split, args.resolution or FOLDER_RESOLUTION)
+    feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
+    resolution = args.resolution or images.shape[-1]
+    mu, sigma = dataset_statistics(images, feature_net, resolution, args.batch_size or config.eval_batch_size,
+                                   device)
+    save_fid_stats(out, mu, sigma)
+    return {"fid_stats": str(out), "dataset": config.dataset, "num_images": len(images), "resolution": resolution,
+            "feature_net": feature_net.name, "num_features": int(mu.shape[0])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (args.checkpoint is None) == (args.save_stats is None):
+        raise UsageError("give --checkpoint PT (score a trained generator) or --save-stats NPZ (reference "
+                         "statistics of real data), exactly one of them")
+    positive("batch-size", args.batch_size)
+    shared = explicit_values(args, TrainConfig)
+    if args.checkpoint is not None:
+        result = evaluate_checkpoint(args, shared)
+        if args.json:
+            print(json.dumps({k: result[k] for k in ("inception_score", "inception_score_std", "fid")}))
+        else:
+            print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  "
+                  f"FID {result['fid']:.3f}  ({result['generator']} generator of {result['checkpoint']}, "
+                  f"iteration {result['iter']}, {result['num_images']} images)")
+    else:
+        result = save_statistics(args, shared)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"wrote {result['fid_stats']}: {result['num_features']}-d {result['feature_net']} statistics "
+                  f"of {result['num_images']} {result['dataset']} images at {result['resolution']} px")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

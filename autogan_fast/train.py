@@ -1,0 +1,433 @@
+"""`python -m autogan_fast.train`: train a discovered architecture from scratch (AutoGAN's derived training).
+
+Default: the demo preset on the embedded digits (seconds on a CPU) with AutoGAN's published CIFAR-10
+generator. `--preset paper` is AutoGAN's derived-training setting on CIFAR-10. The architecture comes
+from `--arch` or from a search's result.json (`--arch-from`, `--rank`). Every `--val-freq` generator
+iterations the EMA generator is scored (IS, and FID against the training data's cached statistics),
+a sample grid is saved and the run is checkpointed; `--resume DIR` continues a stopped run exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .cli import (
+    ArgumentParser,
+    add_config_flags,
+    add_run_flags,
+    apply_resume_overrides,
+    explicit_values,
+    open_inputs,
+    resume_dir,
+    run_cli,
+)
+from .config import check_positive, check_shared_settings, config_from_dict, default_feature_net, flag
+from .data import DeviceImageData
+from .derived import FULL_ARCH_LENGTH, DerivedGenerator
+from .engine import discriminator_step, generator_statistics, generator_step
+from .errors import UsageError
+from .metrics.feature_net import FeatureNet
+from .metrics.fid import frechet_distance
+from .metrics.reference import reference_statistics
+from .models import Discriminator, SharedGenerator, init_weights
+from .run_dir import (
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    RESULT,
+    JsonlLog,
+    create_run_dir,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    write_json,
+)
+from .search_loop import device_name, save_samples
+from .search_space import arch_to_str, parse_arch, validate_arch
+
+CHECKPOINT_FORMAT = "autogan_fast.train/1"
+BEST = "best.pt"
+# AutoGAN's best CIFAR-10 generator (the paper's Figure 3), trained when no architecture is given.
+PAPER_ARCH = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one derived-training run; saved to config.json and into each checkpoint."""
+
+    # --- data and scoring
+    dataset: str = "digits"  # digits (embedded), cifar10, stl10 or folder
+    data_path: str | None = None  # dataset folder (not needed for digits)
+    split: str | None = None  # dataset split; None = the dataset's training split
+    feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
+    inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
+    # --- schedule (AutoGAN's derived-training values)
+    max_iter: int = 50000  # generator iterations (each follows n_critic discriminator steps)
+    val_freq: int = 3125  # score IS / FID, save samples and checkpoint every this many G iterations
+    num_eval_imgs: int = 50000  # generated images per IS / FID evaluation
+    is_splits: int = 10  # Inception Score splits
+    # --- GAN
+    gen_bs: int = 128  # generator batch size
+    dis_bs: int = 64  # discriminator batch size (real and fake each)
+    gf_dim: int = 256  # generator channels
+    df_dim: int = 128  # discriminator channels
+    latent_dim: int = 128  # noise dimension
+    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px)
+    n_critic: int = 5  # discriminator steps per generator iteration
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.0  # Adam beta1 of both optimizers
+    beta2: float = 0.9  # Adam beta2 of both optimizers
+    ema: float = 0.999  # decay of the moving average of G's weights that is evaluated (0 = G itself)
+    lr_decay: bool = False  # decay both learning rates linearly to 0 over max_iter (AutoGAN's --lr_decay)
+    # --- run
+    eval_batch_size: int = 250  # images generated per batch when scoring
+    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
+    seed: int = 12345  # seed of every random stream (scoring noise included)
+    device: str = "auto"  # auto, cpu or cuda
+
+    def validate(self) -> TrainConfig:
+        """Raise UsageError naming the first bad setting."""
+        check_positive(self, ("max_iter", "val_freq", "num_eval_imgs", "is_splits", "gen_bs", "dis_bs",
+                              "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic", "g_lr", "d_lr",
+                              "eval_batch_size", "num_grid_images"))
+        for name in ("beta1", "beta2", "ema"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        check_shared_settings(self)
+        if self.num_eval_imgs < max(self.is_splits, 2):
+            raise UsageError(f"--num-eval-imgs ({self.num_eval_imgs}) must be at least --is-splits "
+                             f"({self.is_splits}) and 2 (FID needs a covariance)")
+        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
+            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
+        return self
+
+    def resolved_feature_net(self) -> str:
+        return default_feature_net(self.dataset, self.feature_net)
+
+
+# The demo preset: a whole run in about half a minute on a (busy) 2-core CPU, on the embedded digits
+# at 16 px (bottom width 2): small nets, few iterations (so a fast EMA and a large G learning rate),
+# 1,000-image evaluations. It reaches a digits FID of roughly 30-60 (seed-dependent).
+DEMO_OVERRIDES: dict[str, object] = dict(
+    max_iter=200, val_freq=50, num_eval_imgs=1000, gen_bs=32, dis_bs=32, gf_dim=16, df_dim=16,
+    latent_dim=32, bottom_width=2, n_critic=2, g_lr=2e-3, d_lr=1e-3, ema=0.95,
+)
+PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {"dataset": "cifar10"}}
+# Settings a resumed run may change: where things are, how long to go on and how it is scored.
+RESUMABLE_OVERRIDES = ("max_iter", "data_path", "inception_weights", "device", "eval_batch_size", "val_freq",
+                       "num_eval_imgs")
+
+
+def preset_config(preset: str, **overrides: object) -> TrainConfig:
+    """The named preset with `overrides` (None values are ignored) applied on top."""
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# The architecture to train
+
+
+def arch_from_result(path: Path, rank: int) -> tuple[int, ...]:
+    """The architecture ranked `rank` (1-based) in a search's result.json (a run folder means its result.json)."""
+    if path.is_dir():
+        path = path / RESULT
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--arch-from {path}: no such file (give a search run's result.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--arch-from {path}: not a search result.json ({err})") from None
+    archs = data.get("archs") if isinstance(data, dict) else None
+    if not isinstance(archs, list) or not all(isinstance(e, dict) and "arch" in e for e in archs):
+        raise UsageError(f"--arch-from {path}: not a search result.json (no list of 'archs' with an 'arch' each)")
+    if not 1 <= rank <= len(archs):
+        raise UsageError(f"--rank {rank} is out of range: {path} ranks {len(archs)} architectures "
+                         f"(1..{len(archs)})")
+    try:
+        return validate_arch(archs[rank - 1]["arch"], stage=2)
+    except UsageError as err:
+        raise UsageError(f"--arch-from {path} rank {rank}: {err}") from None
+
+
+def chosen_arch(args) -> tuple[int, ...]:
+    """--arch, or --arch-from with --rank (default 1), or AutoGAN's published CIFAR-10 generator."""
+    if args.arch is not None and args.arch_from is not None:
+        raise UsageError("give --arch or --arch-from, not both")
+    if args.rank is not None and args.arch_from is None:
+        raise UsageError("--rank picks from --arch-from RESULT.json; give that too")
+    if args.arch_from is not None:
+        return arch_from_result(Path(args.arch_from), 1 if args.rank is None else args.rank)
+    if args.arch is None:
+        return PAPER_ARCH
+    try:
+        arch = parse_arch(args.arch)
+    except UsageError as err:
+        raise UsageError(f"--arch: {err}") from None
+    if len(arch) != FULL_ARCH_LENGTH:
+        raise UsageError(f"--arch: derived training needs all three cells ({FULL_ARCH_LENGTH} integers), "
+                         f"got {len(arch)}: {' '.join(map(str, arch))}")
+    return arch
+
+
+# ---------------------------------------------------------------------------------------------
+# State, scoring, the loop
+
+
+@dataclass
+class TrainState:
+    """Everything a derived-training run needs to continue exactly where it stopped (the checkpoint)."""
+
+    config: TrainConfig
+    arch: tuple[int, ...]
+    gen: DerivedGenerator
+    dis: Discriminator
+    ema: DerivedGenerator  # moving average of gen's parameters, gen's buffers: the generator evaluated
+    gen_opt: torch.optim.Adam
+    dis_opt: torch.optim.Adam
+    fixed_z: torch.Tensor  # latent batch of the sample grids
+    iter: int = 0  # generator iterations done
+    last: dict | None = None  # metrics of the latest evaluation
+    best: dict | None = None  # metrics of the evaluation with the lowest FID, with its "iter"
+    wall_seconds: float = 0.0  # time spent in earlier sessions of this run
+
+    @classmethod
+    def create(cls, config: TrainConfig, arch: tuple[int, ...], device: torch.device) -> TrainState:
+        """Fresh nets with AutoGAN's init (xavier uniform), SN on every D layer, D at its full stage."""
+        gen = DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width)
+        dis = Discriminator(config.df_dim)
+        init_weights(gen)
+        init_weights(dis)
+        dis.apply_spectral_norm()  # after init, so weight_orig holds the xavier weights
+        dis.stage = 2
+        gen.to(device)
+        dis.to(device)
+        ema = copy.deepcopy(gen).requires_grad_(False)
+        betas = (config.beta1, config.beta2)
+        return cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
+                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas),
+                   torch.randn(config.num_grid_images, config.latent_dim, device=device))
+
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * G for parameters (AutoGAN's gen_avg_param); buffers copied."""
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.gen.parameters()), 1.0 - self.config.ema)
+            for ema_buffer, buffer in zip(self.ema.buffers(), self.gen.buffers(), strict=True):
+                ema_buffer.copy_(buffer)
+
+    def set_lr_scale(self, scale: float) -> None:
+        for opt, base in ((self.gen_opt, self.config.g_lr), (self.dis_opt, self.config.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * scale
+
+    def generator_state(self) -> dict:
+        """What scoring needs (best.pt holds just this): settings, architecture, G, its EMA, latest metrics."""
+        return {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config), "arch": list(self.arch),
+                "iter": self.iter, "gen": self.gen.state_dict(), "ema": self.ema.state_dict(), "metrics": self.last}
+
+    def state_dict(self) -> dict:
+        return {**self.generator_state(), "dis": self.dis.state_dict(), "gen_opt": self.gen_opt.state_dict(),
+                "dis_opt": self.dis_opt.state_dict(), "fixed_z": self.fixed_z.cpu(), "best": self.best,
+                "wall_seconds": self.wall_seconds, "rng": rng_state()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, config: TrainConfig, device: torch.device) -> TrainState:
+        """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
+        self = cls.create(config, tuple(state["arch"]), device)
+        self.gen.load_state_dict(state["gen"])
+        self.dis.load_state_dict(state["dis"])
+        self.ema.load_state_dict(state["ema"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+        self.dis_opt.load_state_dict(state["dis_opt"])
+        self.fixed_z = state["fixed_z"].to(device)
+        self.iter, self.last, self.best = state["iter"], state["metrics"], state["best"]
+        self.wall_seconds = state["wall_seconds"]
+        restore_rng_state(state["rng"])
+        return self
+
+
+def check_train_checkpoint(state: dict, path: Path) -> None:
+    """UsageError unless `state` (loaded from `path`) was written by this program's training."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a checkpoint of autogan_fast.train (format {state.get('format')!r})")
+
+
+def score_generator(gen: SharedGenerator, feature_net: FeatureNet, reference: tuple[np.ndarray, np.ndarray],
+                    num_images: int, batch_size: int, splits: int, seed: int, device: torch.device,
+                    ) -> dict[str, float]:
+    """IS (mean, std over splits) and FID against `reference` (mu, sigma) of `num_images` images of `gen`.
+
+    `gen` runs in eval mode. Its noise comes from the global generator re-seeded with `seed` inside
+    a fork (the caller's random state is left as it was), so scoring never disturbs training and
+    `evaluate` reproduces the numbers training logged.
+    """
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        stats = generator_statistics(gen, feature_net, num_images, gen.latent_dim, batch_size, splits, device)
+    inception_score, inception_score_std = stats.inception_score()  # host sync
+    mu, sigma = stats.fid_stats()  # host sync
+    return {"inception_score": inception_score, "inception_score_std": inception_score_std,
+            "fid": frechet_distance(mu, sigma, *reference)}
+
+
+def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
+          reference: tuple[np.ndarray, np.ndarray], run_dir: Path, device: torch.device,
+          stop_after: int | None = None, quiet: bool = False) -> dict | None:
+    """Train from `state.iter` to `max_iter`, or until the checkpoint at or after iteration `stop_after`.
+
+    One G iteration: n_critic D steps (hinge loss; real and fake batches in one D forward, so one
+    spectral-norm update per step), then one G step and the EMA update. With lr_decay, iteration i
+    runs at lr * (1 - i / max_iter). Every val_freq iterations and at the end: score the EMA
+    generator, save a sample grid, log, write best.pt on a new best FID, then checkpoint.pt.
+    Returns the result (also written to result.json), or None when stopped early.
+    """
+    config = state.config
+    log = JsonlLog(run_dir / LOG, counter="iter")
+    resolution = state.gen.output_size
+    started = time.perf_counter()
+    d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
+    g_sum = torch.zeros((), device=device)
+    since = 0
+    bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter", disable=quiet,
+               dynamic_ncols=True)
+    while state.iter < config.max_iter:
+        if config.lr_decay:
+            state.set_lr_scale(1.0 - state.iter / config.max_iter)
+        for _ in range(config.n_critic):
+            d_sum += discriminator_step(state.gen, state.dis, state.dis_opt,
+                                        data.sample(config.dis_bs, resolution), config.latent_dim)
+        g_sum += generator_step(state.gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim)
+        state.update_ema()
+        state.iter += 1
+        since += 1
+        bar.update(1)
+        if state.iter % config.val_freq and state.iter < config.max_iter:
+            continue
+
+        metrics = score_generator(state.ema, feature_net, reference, config.num_eval_imgs,
+                                  config.eval_batch_size, config.is_splits, config.seed, device)
+        d_mean, g_mean = torch.stack([d_sum / (since * config.n_critic), g_sum / since]).tolist()  # host sync
+        d_sum.zero_()
+        g_sum.zero_()
+        since = 0
+        state.last = {"iter": state.iter, **metrics}
+        new_best = state.best is None or metrics["fid"] < state.best["fid"]
+        if new_best:
+            state.best = state.last
+        grid = run_dir / "samples" / f"iter_{state.iter:06d}.png"
+        save_samples(state.ema, state.arch, state.fixed_z, grid)  # host sync: the grid is copied to the host
+        state.wall_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
+                  g_lr=state.gen_opt.param_groups[0]["lr"], best_fid=state.best["fid"],
+                  wall_seconds=state.wall_seconds)
+        if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
+            save_checkpoint(run_dir / BEST, state.generator_state())
+        save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
+        if not quiet:
+            bar.write(f"iter {state.iter:6d} | IS {metrics['inception_score']:6.3f} "
+                      f"± {metrics['inception_score_std']:.3f} | FID {metrics['fid']:8.3f}"
+                      f"{' (best)' if new_best else ''} | D {d_mean:+.3f} G {g_mean:+.3f}", file=sys.stderr)
+        if stop_after is not None and state.iter >= stop_after and state.iter < config.max_iter:
+            bar.close()
+            return None
+    bar.close()
+
+    result = {key: state.last[key] for key in ("inception_score", "inception_score_std", "fid")}
+    result.update(arch=list(state.arch), iter=state.iter, num_eval_imgs=config.num_eval_imgs, best=state.best,
+                  wall_seconds=state.wall_seconds + time.perf_counter() - started, device=device_name(device))
+    log.write("done", state.iter, **result)
+    write_json(run_dir / RESULT, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m autogan_fast.train", description=__doc__.splitlines()[0])
+    demo = ", ".join(f"{flag(k)} {v}" for k, v in DEMO_OVERRIDES.items())
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help=f"base settings: demo (CPU-sized, embedded digits: {demo}) or paper (AutoGAN's "
+                             f"derived training on CIFAR-10: the defaults shown below)")
+    parser.add_argument("--arch", metavar='"1 0 1 1 ..."',
+                        help="the 14-integer architecture to train (default: AutoGAN's published CIFAR-10 "
+                             "generator, " + " ".join(map(str, PAPER_ARCH)) + ")")
+    parser.add_argument("--arch-from", metavar="RESULT_JSON",
+                        help="take the architecture from a search's result.json (or its run folder)")
+    parser.add_argument("--rank", type=int, metavar="K", help="with --arch-from: the K-th best architecture "
+                                                              "(1-based, default 1)")
+    add_run_flags(parser, stop_after="stop after the first checkpoint at G iteration ITER or later")
+    add_config_flags(parser, TrainConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = explicit_values(args, TrainConfig)
+    run_dir = resume_dir(args)
+    if run_dir is not None:
+        if args.arch is not None or args.arch_from is not None or args.rank is not None:
+            raise UsageError(f"the architecture cannot change when resuming {run_dir}; drop --arch, "
+                             f"--arch-from and --rank")
+        saved = load_checkpoint(run_dir / CHECKPOINT)
+        check_train_checkpoint(saved, run_dir / CHECKPOINT)
+        config = apply_resume_overrides(run_dir, config_from_dict(saved["config"], TrainConfig), overrides,
+                                        RESUMABLE_OVERRIDES)
+        arch = validate_arch(saved["arch"], stage=2)
+    else:
+        config = preset_config(args.preset, **overrides).validate()
+        arch = chosen_arch(args)
+        saved = None
+    if args.stop_after is not None and args.stop_after < 0:
+        raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
+
+    # Everything that can fail on bad input runs before the run folder is touched.
+    resolution = config.bottom_width * 8
+    device, data, feature_net = open_inputs(config, resolution)
+    reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
+                                     lambda: data.images, config.eval_batch_size, device)
+
+    if saved is None:
+        run_dir = create_run_dir(args.out)
+        write_json(run_dir / CONFIG, {**dataclasses.asdict(config), "arch": list(arch), "preset": args.preset})
+        state = TrainState.create(config, arch, device)
+    else:
+        state = TrainState.from_state_dict(saved, config, device)
+        JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
+    if not args.quiet:
+        params = sum(p.numel() for p in state.gen.parameters())
+        print(f"run folder: {run_dir}  device: {device}  feature net: {feature_net.name}  G: {params:,} "
+              f"parameters\narch: {arch_to_str(arch)}", file=sys.stderr)
+
+    result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
+                   quiet=args.quiet)
+    if result is None:
+        print(f"stopped after iteration {state.iter}; continue with --resume {run_dir}", file=sys.stderr)
+        return 0
+    if args.json:
+        print(json.dumps({**result, "run_dir": str(run_dir)}))
+    else:
+        best = result["best"]
+        print(f"run folder: {run_dir}  ({result['wall_seconds']:.0f} s on {result['device']})")
+        print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  FID {result['fid']:.3f}  "
+              f"(EMA generator, iteration {result['iter']}, {result['num_eval_imgs']} images)")
+        print(f"best FID {best['fid']:.3f} at iteration {best['iter']} (best.pt)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,290 @@
+"""`python -m autogan_fast.train` and `python -m autogan_fast.evaluate` end to end on the digits, at toy sizes,
+plus the derived generator they are built on."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import run_cli_captured
+
+from autogan_fast import evaluate, train
+from autogan_fast.cli import run_cli
+from autogan_fast.derived import DerivedGenerator
+from autogan_fast.errors import UsageError
+from autogan_fast.metrics import load_feature_net
+from autogan_fast.metrics.fid import load_fid_stats, save_fid_stats
+from autogan_fast.metrics.reference import cache_path, dataset_statistics
+from autogan_fast.models import SharedGenerator, init_weights
+
+# Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
+TINY = ["--gf-dim", "8", "--df-dim", "8", "--latent-dim", "8", "--gen-bs", "16", "--dis-bs", "16",
+        "--n-critic", "2", "--max-iter", "4", "--val-freq", "2", "--num-eval-imgs", "100",
+        "--eval-batch-size", "50", "--num-grid-images", "4", "--seed", "3", "--quiet"]
+METRICS = ("inception_score", "inception_score_std", "fid")
+
+
+run = run_cli_captured
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted tiny training run, shared by the tests that read its files."""
+    out = tmp_path_factory.mktemp("train") / "full"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, [*TINY, "--out", str(out), "--json"])
+    assert exit_info.value.code == 0
+    return out
+
+
+def read_log(run_dir):
+    return [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def without_wall_time(event):
+    return {k: v for k, v in event.items() if k != "wall_seconds"}
+
+
+# --------------------------------------------------------------------------------------------- derived generator
+
+@pytest.mark.parametrize("arch", [
+    train.PAPER_ARCH,                                   # AutoGAN's published CIFAR-10 cell: pre-act, skips
+    (0, 1, 2, 1, 0, 2, 2, 1, 1, 0, 1, 2, 1, 3),         # post-act, BN / IN, deconv shortcut and skip deconvs
+    (1, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0),         # fused BN pre-activation path, no skips at all
+    (0, 0, 0, 1, 1, 2, 0, 1, 1, 0, 2, 1, 0, 1),         # bilinear everywhere, mixed block types
+], ids=["paper", "post-deconv", "pre-bn-noskip", "bilinear-mixed"])
+def test_derived_generator_is_the_shared_one_pruned_to_its_arch(arch):
+    torch.manual_seed(0)
+    derived = DerivedGenerator(arch, latent_dim=8, gf_dim=8, bottom_width=2)
+    shared = SharedGenerator(latent_dim=8, gf_dim=8, bottom_width=2)
+    init_weights(derived)
+    init_weights(shared)
+    shared.set_arch(arch)
+    _, unexpected = shared.load_state_dict(derived.state_dict(), strict=False)
+    assert unexpected == []  # same parameter names, a subset of the shared ones
+    z = torch.randn(5, 8)
+    for training in (True, False):
+        derived.train(training)
+        shared.train(training)
+        out = derived(z)
+        assert out.shape == (5, 3, 16, 16)  # bottom_width * 8
+        assert torch.equal(out, shared(z))
+    derived.train()
+    derived(z).square().mean().backward()
+    unused = [name for name, p in derived.named_parameters() if p.grad is None]
+    assert unused == []  # nothing the architecture does not run was kept
+    assert sum(p.numel() for p in derived.parameters()) < sum(p.numel() for p in shared.parameters())
+
+
+@pytest.mark.parametrize("arch, reason", [
+    ((1, 0, 1, 1), "one cell (stage 0) is not a full generator"),
+    ((1, 0, 1, 1, 1, 0, 0, 1, 1), "two cells (stage 1) are not a full generator"),
+    ((1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 4), "skip mask 4 names a cell that does not exist"),
+])
+def test_derived_generator_needs_a_valid_three_cell_arch(arch, reason):
+    with pytest.raises(UsageError):
+        DerivedGenerator(arch, latent_dim=8, gf_dim=8, bottom_width=2)
+
+
+def test_derived_generator_arch_is_fixed():
+    gen = DerivedGenerator(train.PAPER_ARCH, latent_dim=8, gf_dim=8, bottom_width=2)
+    gen.set_arch(list(train.PAPER_ARCH))  # the same one: accepted (the search's helpers call it)
+    with pytest.raises(ValueError, match="fixed"):
+        gen.set_arch([0] * 14)
+
+
+def test_ema_is_the_moving_average_of_parameters_and_a_copy_of_buffers():
+    config = train.preset_config("demo", gf_dim=4, df_dim=4, latent_dim=4, ema=0.75).validate()
+    state = train.TrainState.create(config, train.PAPER_ARCH, torch.device("cpu"))
+    before = [p.clone() for p in state.ema.parameters()]
+    with torch.no_grad():
+        for p in state.gen.parameters():
+            p.add_(1.0)
+        for b in state.gen.buffers():
+            b.add_(3)
+    state.update_ema()
+    for old, new, p in zip(before, state.ema.parameters(), state.gen.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * p)
+    for b_ema, b in zip(state.ema.buffers(), state.gen.buffers(), strict=True):
+        assert torch.equal(b_ema, b)
+
+
+# --------------------------------------------------------------------------------------------- train
+
+def test_run_folder_holds_every_file(full_run):
+    assert {p.name for p in full_run.iterdir()} == {"config.json", "log.jsonl", "checkpoint.pt", "best.pt",
+                                                    "samples", "result.json"}
+    assert sorted(p.name for p in (full_run / "samples").iterdir()) == ["iter_000002.png", "iter_000004.png"]
+    config = json.loads((full_run / "config.json").read_text())
+    assert config["gf_dim"] == 8 and config["preset"] == "demo" and config["bottom_width"] == 2
+    assert config["arch"] == list(train.PAPER_ARCH)  # the default architecture
+    result = json.loads((full_run / "result.json").read_text())
+    assert {*METRICS, "arch", "wall_seconds", "device"} <= set(result)
+    assert result["arch"] == list(train.PAPER_ARCH) and result["device"] == "cpu" and result["iter"] == 4
+    assert 1.0 <= result["inception_score"] <= 10.0 and math.isfinite(result["fid"]) and result["fid"] > 0
+    assert result["best"]["fid"] == min(e["fid"] for e in read_log(full_run) if e["event"] == "eval")
+    events = [(e["event"], e["iter"]) for e in read_log(full_run)]
+    assert events == [("eval", 2), ("eval", 4), ("done", 4)]
+    checkpoint = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["format"] == "autogan_fast.train/1" and checkpoint["iter"] == 4
+    assert {"gen", "dis", "ema", "gen_opt", "dis_opt", "rng", "best"} <= set(checkpoint)
+    assert torch.load(full_run / "best.pt", weights_only=True)["iter"] == result["best"]["iter"]
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(full_run, tmp_path, capsys):
+    out = tmp_path / "resumed"
+    code, _, err = run(train.main, [*TINY, "--out", out, "--stop-after", "1"], capsys)
+    assert code == 0 and "--resume" in err
+    assert not (out / "result.json").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iter"] == 2  # the first checkpoint >= 1
+    code, stdout, _ = run(train.main, ["--resume", out, "--quiet", "--json"], capsys)
+    assert code == 0
+    resumed, uninterrupted = json.loads(stdout), json.loads((full_run / "result.json").read_text())
+    assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(uninterrupted)
+    assert resumed["run_dir"] == str(out)
+    assert [without_wall_time(e) for e in read_log(out)] == [without_wall_time(e) for e in read_log(full_run)]
+
+
+def test_linear_lr_decay_reaches_zero_at_max_iter(tmp_path, capsys):
+    code, _, _ = run(train.main, [*TINY, "--out", tmp_path / "decay", "--lr-decay", "--g-lr", "1e-3"], capsys)
+    assert code == 0
+    # The lr of iteration i (0-based) is lr * (1 - i / max_iter); the log shows the last iteration's.
+    logged = [e["g_lr"] for e in read_log(tmp_path / "decay") if e["event"] == "eval"]
+    assert logged == pytest.approx([1e-3 * 3 / 4, 1e-3 * 1 / 4])
+
+
+def test_arch_from_a_search_result_picks_the_ranked_arch(tmp_path, capsys):
+    second = [0, 1, 2, 1, 0, 2, 2, 1, 1, 0, 1, 2, 1, 3]
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "result.json").write_text(json.dumps({"archs": [
+        {"arch": list(train.PAPER_ARCH), "inception_score": 3.0}, {"arch": second, "inception_score": 2.0}]}))
+    argv = [*TINY, "--max-iter", "1", "--val-freq", "1", "--out", tmp_path / "run", "--json"]
+    code, stdout, _ = run(train.main, [*argv, "--arch-from", tmp_path / "search", "--rank", "2"], capsys)
+    assert code == 0 and json.loads(stdout)["arch"] == second
+
+
+# --------------------------------------------------------------------------------------------- evaluate
+
+def test_evaluate_reproduces_the_scores_training_logged(full_run, capsys):
+    code, stdout, _ = run(evaluate.main, ["--checkpoint", full_run / "checkpoint.pt", "--json"], capsys)
+    assert code == 0
+    scores = json.loads(stdout)
+    assert set(scores) == set(METRICS)
+    assert math.isfinite(scores["fid"]) and scores["fid"] > 0 and scores["inception_score"] >= 1.0
+    result = json.loads((full_run / "result.json").read_text())
+    assert scores == pytest.approx({k: result[k] for k in METRICS}, rel=1e-9)
+
+
+def test_evaluate_scores_best_pt_in_human_form(full_run, capsys):
+    code, stdout, _ = run(evaluate.main, ["--checkpoint", full_run / "best.pt", "--num-images", "60"], capsys)
+    assert code == 0
+    assert stdout.startswith("IS ") and " FID " in stdout and "ema generator" in stdout and "60 images" in stdout
+
+
+def test_save_stats_round_trip(full_run, tmp_path, capsys):
+    path = tmp_path / "digits16.npz"
+    code, stdout, _ = run(evaluate.main, ["--save-stats", path, "--resolution", "16", "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["num_features"] == 64
+    mu, sigma = load_fid_stats(path)
+    # The same statistics training cached for its FID (digits at the 16 px the generator draws).
+    cached_mu, cached_sigma = load_fid_stats(cache_path("digits", None, 16, "digits-mlp-v1", None))
+    np.testing.assert_allclose(mu, cached_mu, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sigma, cached_sigma, rtol=1e-10, atol=1e-12)
+    # ... and the features' own statistics, straight from the images.
+    from autogan_fast.data import load_images
+
+    direct_mu, _ = dataset_statistics(load_images("digits"), load_feature_net("digits"), 16, batch_size=1000)
+    np.testing.assert_allclose(mu, direct_mu, rtol=1e-6, atol=1e-6)
+    # Scoring against the file gives what scoring against the cache gives.
+    checkpoint = full_run / "checkpoint.pt"
+    _, with_file, _ = run(evaluate.main, ["--checkpoint", checkpoint, "--fid-stats", path, "--json"], capsys)
+    _, with_cache, _ = run(evaluate.main, ["--checkpoint", checkpoint, "--json"], capsys)
+    assert json.loads(with_file)["fid"] == pytest.approx(json.loads(with_cache)["fid"], rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+@pytest.fixture
+def bad_inputs(tmp_path, full_run):
+    """Files the bad-input cases point at; returns the placeholders their argv use."""
+    (tmp_path / "malformed.json").write_text("{not json")
+    (tmp_path / "two.json").write_text(json.dumps({"archs": [{"arch": list(train.PAPER_ARCH)}] * 2}))
+    (tmp_path / "short.json").write_text(json.dumps({"archs": [{"arch": [1, 0, 1, 1]}]}))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "config.json").write_text("{}")
+    save_fid_stats(tmp_path / "dim3.npz", np.zeros(3), np.eye(3))
+    torch.save({"format": "autogan_fast.search/1"}, tmp_path / "search.pt")
+    (tmp_path / "search_run").mkdir()
+    torch.save({"format": "autogan_fast.search/1"}, tmp_path / "search_run" / "checkpoint.pt")
+    return {"tmp": tmp_path, "ckpt": full_run / "checkpoint.pt"}
+
+
+BAD_INPUTS = [
+    # (tool, argv, expected text on stderr, why this input must be refused)
+    ("train", ["--dataset", "imagenet"], "unknown dataset", "a dataset we cannot load"),
+    ("train", ["--dataset", "cifar10"], "needs --data-path", "CIFAR-10 without its folder"),
+    ("train", ["--arch", "1 0 1 1"], "14 integers", "a stage-0 arch cannot be trained as a full generator"),
+    ("train", ["--arch", "1 0 1 1 1 0"], "length 4, 9 or 14", "no stage has 6 decisions"),
+    ("train", ["--arch", "1 0 1 1 1 0 0 1 1 1 0 1 0 9"], "skip-ins", "a code outside its decision's range"),
+    ("train", ["--arch-from", "{tmp}/missing/result.json"], "no such file", "--arch-from a file that is not there"),
+    ("train", ["--arch-from", "{tmp}/malformed.json"], "not a search result.json", "--arch-from garbage"),
+    ("train", ["--arch-from", "{tmp}/two.json", "--rank", "3"], "out of range", "rank past the last arch"),
+    ("train", ["--arch-from", "{tmp}/two.json", "--rank", "0"], "out of range", "ranks are 1-based"),
+    ("train", ["--arch-from", "{tmp}/short.json"], "length 14", "a search result of a stage-0 arch"),
+    ("train", ["--rank", "2"], "--arch-from", "--rank alone picks from nothing"),
+    ("train", ["--arch", "1 0 1 1", "--arch-from", "{tmp}/two.json"], "not both", "two sources of the arch"),
+    ("train", ["--resume", "{tmp}/empty"], "no checkpoint", "--resume of a folder without a checkpoint"),
+    ("train", ["--resume", "{tmp}/search_run"], "not a checkpoint of autogan_fast.train",
+     "--resume of a search's run folder"),
+    ("train", ["--out", "{tmp}/taken"], "already exists", "--out over an existing run folder"),
+    ("train", ["--gen-bs", "0"], "--gen-bs must be positive", "a zero batch"),
+    ("train", ["--max-iter", "-3"], "--max-iter must be positive", "a negative run length"),
+    ("train", ["--val-freq", "0"], "--val-freq must be positive", "evaluating every 0 iterations"),
+    ("train", ["--num-eval-imgs", "5"], "--num-eval-imgs", "fewer images than IS splits"),
+    ("train", ["--ema", "1.0"], "--ema must be in [0, 1)", "an EMA that never moves"),
+    ("train", ["--stop-after", "-1"], "--stop-after", "a negative stop iteration"),
+    ("train", ["--gen-bs", "many"], "invalid int value", "argparse errors are one line too"),
+    ("evaluate", ["--checkpoint", "{ckpt}", "--fid-stats", "{tmp}/dim3.npz"], "dim3.npz has 3-d features",
+     "statistics of another feature network"),
+    ("evaluate", ["--checkpoint", "{ckpt}", "--num-images", "0"], "--num-images", "no images to score"),
+    ("evaluate", ["--checkpoint", "{tmp}/missing.pt"], "no checkpoint at", "a checkpoint that is not there"),
+    ("evaluate", ["--checkpoint", "{tmp}/search.pt"], "not a checkpoint of autogan_fast.train",
+     "a search checkpoint holds no trained generator"),
+    ("evaluate", [], "exactly one", "nothing to do"),
+    ("evaluate", ["--checkpoint", "{ckpt}", "--save-stats", "{tmp}/s.npz"], "exactly one", "two jobs at once"),
+    ("evaluate", ["--save-stats", "{tmp}/nowhere/s.npz"], "does not exist", "stats into a missing folder"),
+    ("evaluate", ["--save-stats", "{tmp}/s.npz", "--dataset", "imagenet"], "unknown dataset",
+     "a dataset we cannot load"),
+    ("evaluate", ["--save-stats", "{tmp}/s.npz", "--batch-size", "0"], "--batch-size must be positive",
+     "a zero batch"),
+]
+
+
+@pytest.mark.parametrize("tool, argv, expected, reason", BAD_INPUTS,
+                         ids=[f"{tool}:{reason}" for tool, _, _, reason in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tool, argv, expected, reason, bad_inputs, capsys,
+                                                         monkeypatch):
+    tmp_path = bad_inputs["tmp"]
+    monkeypatch.chdir(tmp_path)  # a default run folder would appear here, under runs/
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    main = train.main if tool == "train" else evaluate.main
+    extra = TINY if tool == "train" else []
+    code, stdout, stderr = run(main, [*extra, *(a.format(**bad_inputs) for a in argv)], capsys)
+    assert code == 2, reason
+    assert stderr.count("\n") == 1 and stderr.endswith("\n"), f"{reason}: {stderr!r}"
+    assert expected in stderr, f"{reason}: {stderr!r}"
+    assert stdout == ""
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, reason
+
+
+def test_help_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "autogan_fast.train", "--help"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0
+    for flag in ("--max-iter", "--n-critic", "--ema", "--lr-decay", "--arch-from", "--rank", "--resume",
+                 "--stop-after", "--preset"):
+        assert flag in result.stdout
