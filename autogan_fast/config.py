@@ -16,8 +16,8 @@ FEATURE_NETS = ("digits", "inception")
 
 
 @dataclass
-class SearchConfig:
-    """Every setting of one search run; saved to config.json and into each checkpoint."""
+class InputSettings:
+    """The data and scoring settings every command shares (search, train, evaluate)."""
 
     # --- data and scoring
     dataset: str = "digits"  # digits (embedded), cifar10, stl10 or folder
@@ -25,6 +25,15 @@ class SearchConfig:
     split: str | None = None  # dataset split; None = the dataset's training split
     feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
     inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
+
+    def resolved_feature_net(self) -> str:
+        return default_feature_net(self.dataset, self.feature_net)
+
+
+@dataclass
+class SearchConfig(InputSettings):
+    """Every setting of one search run; saved to config.json and into each checkpoint."""
+
     # --- search schedule (AutoGAN's released values)
     search_mode: str = "mlas"  # mlas: grow cell by cell with beams; slas: all cells from the start
     max_search_iter: int = 65  # search iterations
@@ -84,9 +93,6 @@ class SearchConfig:
         if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
             raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
         return self
-
-    def resolved_feature_net(self) -> str:
-        return default_feature_net(self.dataset, self.feature_net)
 
     def stage_at(self, search_iter: int) -> int:
         """The stage that search iteration `search_iter` runs at."""
@@ -152,7 +158,7 @@ def config_from_dict(data: dict, cls: type = SearchConfig):
     return cls(**data)
 
 
-__all__ = ["PRESETS", "SearchConfig", "check_positive", "check_shared_settings", "config_from_dict",
+__all__ = ["PRESETS", "InputSettings", "SearchConfig", "check_positive", "check_shared_settings", "config_from_dict",
            "default_feature_net", "field_docs", "flag", "preset_config"]
 
 
@@ -162,8 +168,10 @@ def field_docs(cls: type) -> dict[str, str]:
     import re
 
     docs = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?  # (.+)$", line)
-        if match:
-            docs[match.group(1)] = match.group(2)
+    for klass in cls.__mro__:
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                match = re.match(r"\s+(\w+): [^=]+=.*?  # (.+)$", line)
+                if match:
+                    docs.setdefault(match.group(1), match.group(2))
     return docs

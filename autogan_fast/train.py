@@ -31,7 +31,7 @@ from .cli import (
     resume_dir,
     run_cli,
 )
-from .config import check_positive, check_shared_settings, config_from_dict, default_feature_net, flag
+from .config import InputSettings, check_positive, check_shared_settings, config_from_dict, flag
 from .data import DeviceImageData
 from .derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .engine import discriminator_step, generator_statistics, generator_step
@@ -63,15 +63,9 @@ PAPER_ARCH = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(InputSettings):
     """Every setting of one derived-training run; saved to config.json and into each checkpoint."""
 
-    # --- data and scoring
-    dataset: str = "digits"  # digits (embedded), cifar10, stl10 or folder
-    data_path: str | None = None  # dataset folder (not needed for digits)
-    split: str | None = None  # dataset split; None = the dataset's training split
-    feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
-    inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
     # --- schedule (AutoGAN's derived-training values)
     max_iter: int = 50000  # generator iterations (each follows n_critic discriminator steps)
     val_freq: int = 3125  # score IS / FID, save samples and checkpoint every this many G iterations
@@ -112,9 +106,6 @@ class TrainConfig:
         if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
             raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
         return self
-
-    def resolved_feature_net(self) -> str:
-        return default_feature_net(self.dataset, self.feature_net)
 
 
 # The demo preset: a whole run in about half a minute on a (busy) 2-core CPU, on the embedded digits
