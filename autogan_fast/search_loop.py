@@ -117,6 +117,12 @@ def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.devic
     return [(list(arch), value) for arch, (value, _) in ranked], beams
 
 
+@torch.no_grad()
+def sample_arch(state: SearchState) -> torch.Tensor:
+    """One architecture from the controller (from a random beam), for a shared-GAN step."""
+    return state.controller.sample(1, state.beams).archs[0]
+
+
 def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
     """IS of the generator's current architecture (the reward)."""
     config = state.config
@@ -176,8 +182,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                   dynamic_ncols=True) as bar:
             summary = train_shared(
                 state.gan, data, config, state.stage,
-                lambda: state.controller.sample(1, state.beams).archs[0],
-                state.g_window, state.d_window, progress=bar.update)
+                lambda: sample_arch(state), state.g_window, state.d_window, progress=bar.update)
         log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
 
         with tqdm(total=config.ctrl_step, desc="  controller", leave=False, disable=quiet,
