@@ -35,14 +35,12 @@ import argparse
 import contextlib
 import copy
 import datetime
-import json
 import math
 import os
 import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +65,7 @@ from autogan_fast.kernels import (
 )
 from autogan_fast.kernels.inception_stats import InceptionTotals
 from autogan_fast.models.discriminator import STAGE_BLOCKS, Discriminator
+from autogan_fast.run_dir import write_json
 
 OPS = ("sn", "upconv", "stats")
 VARIANTS = ("eager", "triton", "compile")  # eager first: the others' speedups and error checks need it
@@ -506,23 +505,6 @@ def default_out(machine: dict[str, Any], quick: bool) -> Path:
 # Output.
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic: a reader (or a run cut short) sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _fmt_us(value: float | None, iqr: float | None) -> str:
     if value is None:
         return "-"
@@ -613,6 +595,7 @@ def run(args: argparse.Namespace, opts: Options) -> tuple[dict[str, Any], Path]:
     device = opts.device
     machine = machine_info(device)
     out = args.out or default_out(machine, args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {
         "schema": SCHEMA, "machine": machine,
         "settings": {"device": device.type, "quick": args.quick, "ops": args.ops, "compile": opts.compile,
