@@ -424,3 +424,25 @@ class InceptionStats:
 
 __all__ = ["MAX_ROWS", "InceptionStats", "InceptionTotals", "inception_stats_update",
            "inception_stats_update_ref", "split_of"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch cases for the ahead-of-time resource check (`autogan_fast.kernels.resources`)
+
+
+def resource_cases(channels=()) -> list:
+    """Launches of the feature / class counts the project scores with: Inception-v3 (2048, 1008) and
+    the digits classifier (64, 10); block sizes depend on F and C only. Meta tensors: nothing runs."""
+    cases = []
+    for n_feat, n_cls in ((2048, 1008), (64, 10)):
+        def run(n_feat=n_feat, n_cls=n_cls):
+            kw = {"device": "meta", "dtype": torch.float64}
+            totals = InceptionTotals(torch.empty(n_feat, **kw), torch.empty(n_feat, **kw),
+                                     torch.empty(n_feat, n_feat, **kw), torch.empty(10, n_cls, **kw),
+                                     torch.empty(10, **kw))
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                x = torch.empty(500, n_feat, device="meta", dtype=dtype)
+                l = torch.empty(500, n_cls, device="meta", dtype=dtype)
+                inception_stats_update(x, l, totals, 0, 5000)
+        cases.append((f"stats F={n_feat} C={n_cls}", run))
+    return cases

@@ -571,3 +571,22 @@ class SpectralNormGroup:
             setattr(module, hook.name, w)
             hook.pending = True
         return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Launch cases for the ahead-of-time resource check (`autogan_fast.kernels.resources`)
+
+
+def resource_cases(channels=(64, 128, 256)) -> list:
+    """Every block size the launcher can pick (BLOCK_H 16..32 x BLOCK_K 16..128), forward with and
+    without power steps, and backward. CPU tensors: the plan table needs distinct addresses."""
+    cases = []
+    for rows in (16, 32):
+        for cols in (16, 32, 64, 128):
+            def run(rows=rows, cols=cols):
+                w, u, v = torch.zeros(rows, cols), torch.ones(rows), torch.ones(cols)
+                for training in (True, False):
+                    w_sn, u_o, v_o, sigma, plan = spectral_norm_forward([w], [u], [v], 1, 1e-12, training)
+                spectral_norm_backward(plan, w_sn, w_sn, u_o, v_o, sigma)
+            cases.append((f"sn rows={rows} cols={cols}", run))
+    return cases
