@@ -23,8 +23,9 @@ with fixed random output gradients. Every non-eager variant's first output is ch
 
 Expected duration of the full `--device cuda` run on one H100: about 2-3 minutes, most of it the
 torch.compile warm-ups (5 compiled shapes, inductor, fresh cache) and the Triton JIT; an estimate, not yet
-measured. Triton and eager rows of every shape run first; compile rows run last and are skipped (with the
-reason recorded) once `--max-seconds` (default 150) has passed. The results file is rewritten atomically
+measured. Triton and eager rows of every shape run first; compile rows run last, each started only when it
+can finish within `--max-seconds` (default 150) by the longest compile row so far (first guess 45 s);
+the others are skipped with the reason recorded. The results file is rewritten atomically
 after every row, so a run cut short still leaves the rows it finished (`"complete": false`).
 `--quick --device cpu` takes a few seconds and skips the compile rows unless `--compile on`.
 """
@@ -262,6 +263,7 @@ class Options:
     warmup: int
     max_seconds: float
     started: float
+    compile_row_s: float = 45.0  # expected length of one compile row; raised to the longest one seen
 
 
 def _sync(device: torch.device) -> None:
@@ -307,8 +309,10 @@ def _skip_reason(case: Case, variant: str, opts: Options) -> str | None:
             return "not compiled at this shape (GPU-time budget: 5 compiled shapes)"
         if not opts.compile:
             return opts.compile_skip_reason
-        if time.perf_counter() - opts.started > opts.max_seconds:
-            return f"time budget spent (--max-seconds {opts.max_seconds:g})"
+        elapsed = time.perf_counter() - opts.started
+        if elapsed + opts.compile_row_s > opts.max_seconds:  # start a compile row only if it can finish
+            return (f"time budget: {elapsed:.0f} s spent, a compile row takes ~{opts.compile_row_s:.0f} s "
+                    f"(--max-seconds {opts.max_seconds:g})")
     return None
 
 
@@ -564,7 +568,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed calls before each measurement (default 3, 1 with --quick)")
     p.add_argument("--max-seconds", type=float, default=150.0,
-                   help="after this many seconds the remaining compile rows are skipped")
+                   help="time budget: a compile row starts only if it can finish within it (by the longest "
+                        "compile row so far, first guess 45 s)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device visible to torch")
@@ -615,7 +620,10 @@ def run(args: argparse.Namespace, opts: Options) -> tuple[dict[str, Any], Path]:
     order += [(i, "compile") for i in range(len(cases))]
     for i, variant in order:
         case = cases[i]
+        row_started = time.perf_counter()
         row = rows[i, variant] = measure(case, variant, opts)
+        if variant == "compile" and not row["skipped"]:
+            opts.compile_row_s = max(opts.compile_row_s, time.perf_counter() - row_started)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(f"  {case.op:6s} {case.label:22s} {variant:8s} fwd {_fmt_us(row['fwd_us'], None):>12s} us  "

@@ -103,9 +103,8 @@ class _TargetDriver:
 
 
 def _config_label(constants: dict, num_warps: int, num_stages: int) -> str:
-    parts = [f"{k[0] if isinstance(k, tuple) and len(k) == 1 else k}={v}" for k, v in constants.items()]
-    return " ".join(str(p).replace("('", "").replace("',)", "") for p in parts) \
-        + f" warps={num_warps} stages={num_stages}"
+    """"NAME=value ... warps=W stages=S": the constexprs (and ints Triton specialized to constants)."""
+    return " ".join([*(f"{k}={v}" for k, v in constants.items()), f"warps={num_warps}", f"stages={num_stages}"])
 
 
 @contextlib.contextmanager
@@ -135,9 +134,11 @@ def capture_launches(target: GPUTarget) -> Iterator[list[Launch]]:
         ))
         return True  # "handled": Triton neither compiles nor launches
 
-    def every_config(self, *args, **kwargs):  # Autotuner.run: record each config, benchmark none
-        for config in self.configs:
+    def every_config(self, *args, **kwargs):  # Autotuner.run: record each config it may pick, time none
+        self.nargs = dict(zip(self.arg_names, args, strict=False))
+        for config in self.prune_configs(kwargs):
             self.fn.run(*args, **kwargs, **config.all_kwargs())
+        self.nargs = None
 
     previous_hook = knobs.runtime.jit_cache_hook
     previous_run = Autotuner.run

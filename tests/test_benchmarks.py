@@ -5,6 +5,9 @@ on the CPU even though this session runs the kernels under the interpreter (see 
 """
 
 import json
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,7 +68,7 @@ def test_quick_cpu_run_writes_every_row(tmp_path, capsys):
             if row["op"] == "stats":  # no backward
                 assert row["fwd_bwd_us"] is None
             else:
-                assert row["fwd_bwd_us"] > row["fwd_us"] * 0.5
+                assert row["fwd_bwd_us"] > 0  # no ratio check: timings of a loaded CI machine are noise
         elif row["variant"] == "triton":
             assert row["skipped"] and "needs CUDA" in row["reason"], row
             assert row["fwd_us"] is None and row["met"] is None
@@ -126,3 +129,56 @@ def test_bad_arguments_exit_2(argv, capsys):
         bench.main(["--device", "cpu", *argv])
     assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/gpu_check.sh: the one script a GPU session runs must fit its budget and its file limit.
+
+GPU_CHECK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+DEVICE_SECONDS = 7 * 60  # the script's share of a 15-minute device session, leaving room for a rerun
+DEVICE_FILES = 6  # a device call returns at most 8 files; keep two spare
+
+
+def test_gpu_check_timeouts_fit_the_budget():
+    text = GPU_CHECK.read_text()
+    grace = int(re.search(r"^KILL_GRACE=(\d+)", text, re.M).group(1))
+    steps = [int(m.group(1)) for m in re.finditer(r"^step \S+ (\d+) ", text, re.M)]
+    assert len(steps) >= 4, "parsed too few steps: the parser is out of date with the script"
+    assert sum(steps) + grace * len(steps) <= DEVICE_SECONDS
+    bench = re.search(r"^step benchmarks (\d+) .*?--max-seconds (\d+)", text, re.M | re.S)
+    assert int(bench.group(2)) <= int(bench.group(1)) - 20, "the benchmark's own budget must end before its timeout"
+
+
+def _fake_tools(tmp_path, pytest_rc=0, with_nvidia_smi=True):
+    """A PATH with a stand-in python (records what it ran) and, optionally, nvidia-smi."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "fakepython"
+    python.write_text(
+        "#!/usr/bin/env bash\n"
+        f'case "$2" in pytest) echo tests ran; exit {pytest_rc};;\n'  # $1 is -m
+        '  benchmarks.run) echo "{}" > "${@: -1}"; echo benchmarked;;\n'
+        "  *) echo \"$*\";;\nesac\n")
+    python.chmod(0o755)
+    if with_nvidia_smi:
+        smi = bin_dir / "nvidia-smi"
+        smi.write_text("#!/usr/bin/env bash\necho 'NVIDIA H100 80GB HBM3'\n")
+        smi.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHON": str(python),
+            "OUT": str(tmp_path / "out")}
+
+
+@pytest.mark.parametrize(("pytest_rc", "with_smi", "expected_rc"), [
+    pytest.param(0, True, 0, id="all-pass"),
+    pytest.param(1, True, 1, id="gpu-test-failure-is-the-exit-status"),
+    pytest.param(0, False, 0, id="missing-nvidia-smi-is-no-failure"),
+])
+def test_gpu_check_files_and_exit_status(tmp_path, pytest_rc, with_smi, expected_rc):
+    env = _fake_tools(tmp_path, pytest_rc, with_smi)
+    proc = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == expected_rc, proc.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == ["bench.json", "bench.log", "env.txt", "gpu_tests.log", "status.txt"]
+    assert len(files) <= DEVICE_FILES
+    status = dict(line.split() for line in (tmp_path / "out" / "status.txt").read_text().splitlines())
+    assert status["benchmarks"] == "0", "the benchmarks must run even when the GPU tests fail"

@@ -1,11 +1,15 @@
-"""Spectral norm: the grouped Triton kernel against torch.nn.utils.spectral_norm and a float64 oracle.
+"""Spectral norm: the grouped Triton kernels against torch.nn.utils.spectral_norm and a float64 oracle.
 
 Without CUDA the kernels run under the Triton interpreter (tests/conftest.py), so shapes stay tiny;
-they still cover partial tiles, several row / column tiles and one-element layers.
+they still cover partial tiles, layers split over several programs of every kind, one-element
+layers, the plan cache (checks once per group, pinned plans under graph capture) and the refusal of
+a group that lists a buffer twice.
 """
 
 import importlib
+import math
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -28,13 +32,14 @@ sn = importlib.import_module("autogan_fast.kernels.spectral_norm")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-# Weight shapes (out, in[, kh, kw]). The kernel tiles 16..32 rows x 16..128 columns.
+# Weight shapes (out, in[, kh, kw]). The mat-vec kernels tile 16..32 rows x 16..128 columns; the
+# elementwise ones take chunks of 1024-element blocks.
 SHAPES = [
     pytest.param((1, 1), id="minimal"),  # one row, one column: sigma = |w|, gradient exactly 0
     pytest.param((7, 13), id="prime"),  # prime sizes: every tile partial
     pytest.param((5, 3, 3, 3), id="stem-3x3"),  # AutoGAN D stem conv (128, 3, 3, 3) scaled down, K = 27
-    pytest.param((24, 17, 3, 3), id="conv3x3-2-col-tiles"),  # K = 153: two 128-column tiles, H not pow2
-    pytest.param((40, 12, 1, 1), id="shortcut-1x1-2-row-tiles"),  # 1x1 shortcut; H = 40: two 32-row tiles
+    pytest.param((24, 17, 3, 3), id="conv3x3-2-col-tiles"),  # K = 153: two 128-column programs, 4 chunks
+    pytest.param((40, 12, 1, 1), id="shortcut-1x1-2-row-tiles"),  # 1x1 shortcut; H = 40: two 32-row programs
     pytest.param((1, 48), id="linear-head"),  # AutoGAN D final Linear(ch, 1): one row
 ]
 
@@ -43,11 +48,20 @@ SHAPES = [
 D_SHAPES = [(8, 3, 3, 3), (8, 8, 3, 3), (8, 3, 1, 1)] + [(8, 8, 3, 3), (8, 8, 3, 3), (8, 8, 1, 1)] * 2 + [
     (8, 8, 3, 3), (1, 8)]
 
-# fp32 only (the kernel's dtype). atol = 16 ulp of the compared quantity's scale: kernel and torch sum
-# the mat-vecs of up to 153 terms in different orders, which spreads results by about sqrt(153) ~ 12
-# ulp, while eager's own error against float64 may happen to be 0 (e.g. for one-element layers).
+# Error model. fp32 throughout; the kernels divide and take square roots IEEE-rounded (div_rn, sqrt_rn),
+# like torch, so kernel and eager differ only in the order of their sums. Reordering a sum of n terms
+# moves it by about sqrt(n) ulp of its magnitude (independent roundings; n ulp at worst); the power
+# step's normalizations keep relative errors, sigma is one more sum, W / sigma and the gradient take
+# sigma's relative error. So: kernel error vs float64 <= 2 x eager's error vs float64 (same model,
+# another order) + atol, with atol = ULPS ulp of the compared quantity's scale for the case where
+# eager happens to be exact (e.g. one-element layers). ULPS = 16 covers sqrt(153) ~ 12 for the CPU
+# shapes (K <= 153); `_ulps(n)` = 2 sqrt(n) for the full-size GPU shapes.
 ULPS = 16
 EPS32 = torch.finfo(torch.float32).eps
+
+
+def _ulps(n_terms):
+    return max(ULPS, 2 * math.ceil(math.sqrt(n_terms)))
 
 
 def _layer(shape, seed, trained):
@@ -74,11 +88,11 @@ def _torch_sn(weight, u, v, n_power_iterations, training, eps=1e-12):
     return w_sn, holder.weight_orig, holder.weight_u, holder.weight_v
 
 
-def _assert_close_to_oracle(name, ours, eager, oracle, scale):
-    """Kernel error against float64 <= 2 x eager's error + ULPS ulp of `scale`."""
+def _assert_close_to_oracle(name, ours, eager, oracle, scale, ulps=ULPS):
+    """Kernel error against float64 <= 2 x eager's error + `ulps` ulp of `scale` (see the error model)."""
     err = (ours.double() - oracle).abs().max().item()
     err_eager = (eager.double() - oracle).abs().max().item()
-    bound = 2 * err_eager + ULPS * EPS32 * scale
+    bound = 2 * err_eager + ulps * EPS32 * scale
     assert err <= bound, f"{name}: error {err:.3e} > 2 x eager {err_eager:.3e} + atol (bound {bound:.3e})"
 
 
@@ -97,14 +111,36 @@ class _Recorder:
         return launch
 
 
+KERNELS = {  # short name -> kernel attribute of the module
+    "vt": "_spectral_norm_fwd_vt_kernel",  # v_raw = W^T u, per (layer, column block)
+    "wv": "_spectral_norm_fwd_wv_kernel",  # v = normalize(v_raw), t = W v, per (layer, row block)
+    "scale": "_spectral_norm_fwd_scale_kernel",  # u, sigma, W / sigma, per (layer, chunk): once per forward
+    "bwd_dot": "_spectral_norm_bwd_dot_kernel",  # partial <g, W_sn>, per (layer, chunk)
+    "bwd": "_spectral_norm_bwd_kernel",  # dL/dW, per (layer, chunk): once per backward
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_plans(monkeypatch):
+    """Each test starts with an empty plan cache (and pinned set), restored afterwards."""
+    monkeypatch.setattr(sn, "_plans", OrderedDict())
+    monkeypatch.setattr(sn, "_pinned", {})
+
+
 @pytest.fixture
 def launches(monkeypatch):
-    """Records launches of the forward and backward kernels."""
-    fwd = _Recorder(sn._spectral_norm_fwd_kernel)
-    bwd = _Recorder(sn._spectral_norm_bwd_kernel)
-    monkeypatch.setattr(sn, "_spectral_norm_fwd_kernel", fwd)
-    monkeypatch.setattr(sn, "_spectral_norm_bwd_kernel", bwd)
-    return fwd, bwd
+    """Records launches of every kernel: {short name: _Recorder}."""
+    recorders = {}
+    for short, attr in KERNELS.items():
+        recorders[short] = _Recorder(getattr(sn, attr))
+        monkeypatch.setattr(sn, attr, recorders[short])
+    return recorders
+
+
+def _forward_launches(n_power_iterations, training):
+    """Launches per kind of one forward: 2 per power step and the scale kernel (eval: wv + scale)."""
+    n = n_power_iterations if training else 0
+    return {"vt": n, "wv": max(n, 1), "scale": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +159,8 @@ def test_kernel_matches_torch_and_float64(shape, n_power_iterations, training, l
     with use_backend("triton"):
         ours = spectral_norm_weight(weight, u, v, n_power_iterations, training=training)
     (ours_grad,) = torch.autograd.grad(ours, weight, grad_out)
-    assert len(launches[0].launches) == 1 and len(launches[1].launches) == 1  # the kernels really ran
+    counts = {k: len(r.launches) for k, r in launches.items()}  # the kernels really ran
+    assert counts == {**_forward_launches(n_power_iterations, training), "bwd_dot": 1, "bwd": 1}
 
     eager, eager_w, eager_u, eager_v = _torch_sn(w, u0, v0, n_power_iterations, training)
     (eager_grad,) = torch.autograd.grad(eager, eager_w, grad_out)
@@ -172,13 +209,12 @@ def test_grouped_equals_per_layer(training, launches):
     with use_backend("triton"):
         grouped = spectral_norm_weights(weights, us, vs, 2, training=training)
         grouped_grads = torch.autograd.grad(grouped, weights, grads)
-        fwd, bwd = launches
-        assert len(fwd.launches) == 1 and len(bwd.launches) == 1
+        assert len(launches["scale"].launches) == 1 and len(launches["bwd"].launches) == 1
         for i, (w, u, v) in enumerate(layers):
             weight = w.clone().requires_grad_(True)
             single = spectral_norm_weight(weight, u, v, 2, training=training)
             (single_grad,) = torch.autograd.grad(single, weight, grads[i])
-            # tiles differ (the group's blocks fit its largest layer): same maths, other sum order
+            # tiles and chunks differ (the group's blocks fit its largest layer): other sum order
             scale = single.abs().max().item()
             torch.testing.assert_close(grouped[i], single, rtol=0, atol=ULPS * EPS32 * scale)
             torch.testing.assert_close(us[i], u, rtol=0, atol=ULPS * EPS32)
@@ -290,7 +326,7 @@ def test_group_matches_torch_modules(launches):
         group.update()
         loss = loss - _run_d(ours, x_fake).mean()
         loss.backward()
-    fwd, bwd = launches
+    fwd, bwd = launches["scale"], launches["bwd"]
     assert len(fwd.launches) == 2 and len(bwd.launches) == 2  # per-module hooks did no work
     eager_loss = _run_d(theirs, x_real).mean() - _run_d(theirs, x_fake).mean()
     eager_loss.backward()
@@ -323,7 +359,7 @@ def test_group_real_discriminator_shapes(launches):
     us, vs = [u.clone() for _, u, _ in layers], [v.clone() for _, _, v in layers]
     with use_backend("triton"):
         ours = spectral_norm_weights(weights, us, vs)
-    assert len(launches[0].launches) == 1
+    assert len(launches["scale"].launches) == 1
     for (w, u, v), out, u1, v1 in zip(layers, ours, us, vs, strict=True):
         ref = spectral_norm_weight_ref(w, u, v)
         torch.testing.assert_close(out, ref, rtol=0, atol=ULPS * EPS32 * ref.abs().max().item())
@@ -352,7 +388,9 @@ def _bad_cases():
                                "n_power_iterations"),
         "eps": (lambda: spectral_norm_weight(w, u, v, eps=-1.0), "eps"),
         "group-lengths": (lambda: spectral_norm_weights([w, w], [u], [v, v]), "weights"),
-        "group-layer": (lambda: spectral_norm_weights([w, w], [u, torch.randn(3)], [v, v]), "u[1]"),
+        "group-layer": (lambda: spectral_norm_weights([w, w.clone()], [u, torch.randn(3)], [v, v.clone()]), "u[1]"),
+        "group-same-u": (lambda: spectral_norm_weights([w, w.clone()], [u, u], [v, v.clone()]), "u[1]"),
+        "u-is-v": (lambda: spectral_norm_weight(torch.randn(4, 4), u, u), "v"),  # one buffer as both
         "module-name": (lambda: spectral_norm(nn.Linear(3, 4), name="nope"), "name"),
         "module-transposed": (lambda: spectral_norm(nn.ConvTranspose2d(3, 4, 3)), "module"),
         "module-dim": (lambda: spectral_norm(nn.Linear(3, 4), dim=1), "dim"),
@@ -390,18 +428,18 @@ def _specialization_keys(kernel, launches):
 
 
 def test_compile_cache_bounded_across_sizes(launches):
-    # one family: rows 1..16 and columns 17..32 give the same (16, 32) blocks; n, eps, train/eval vary
-    family = [((3, 17), 1, True), ((16, 8, 2, 2), 2, True), ((11, 29), 1, False), ((1, 31), 3, True)]
+    # one family: rows 1..16 and columns 17..32 give the same (16, 32) blocks, and every H * K is odd
+    # (ALIGNED false); n, eps, train / eval, and so the programs and chunks, vary
+    family = [((3, 17), 1, True), ((13, 3, 3, 3), 2, True), ((11, 29), 1, False), ((1, 31), 3, True)]
     for i, (shape, n, training) in enumerate(family):
         w, u, v = _layer(shape, seed=i, trained=False)
         weight = w.requires_grad_(True)
         with use_backend("triton"):
             out = spectral_norm_weight(weight, u, v, n, eps=10.0 ** -(6 + i), training=training)
         out.sum().backward()
-    fwd, bwd = launches
-    assert len(fwd.launches) == len(family) == len(bwd.launches)
-    assert len(_specialization_keys(fwd.kernel, fwd.launches)) == 1
-    assert len(_specialization_keys(bwd.kernel, bwd.launches)) == 1
+    assert len(launches["scale"].launches) == len(family) == len(launches["bwd"].launches)
+    for name, recorder in launches.items():
+        assert len(_specialization_keys(recorder.kernel, recorder.launches)) == 1, name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,34 +455,246 @@ def test_non_fp32_takes_reference_or_raises_when_forced():
         spectral_norm_weight(w, u, v)
 
 
-@pytest.mark.gpu
-def test_gpu_kernel_and_real_compile_cache():
-    """Full-size AutoGAN D shapes on CUDA; the JIT's real cache holds one kernel per block pair."""
-    torch.manual_seed(0)
-    shapes = [(128, 3, 3, 3), (128, 128, 3, 3), (128, 128, 1, 1), (128, 3, 1, 1)] + [(128, 128, 3, 3)] * 6 + [
-        (1, 128)]
-    weights = [torch.randn(s, device="cuda", requires_grad=True) for s in shapes]
-    us = [F.normalize(torch.randn(s[0], device="cuda"), dim=0) for s in shapes]
-    vs = [F.normalize(torch.randn(w[0].numel(), device="cuda"), dim=0) for w in weights]
-    ref_us, ref_vs = [u.clone() for u in us], [v.clone() for v in vs]
-    with use_backend("triton"):
-        ours = spectral_norm_weights(weights, us, vs, 1)
-    grads = torch.autograd.grad(ours, weights, [torch.ones_like(o) for o in ours])
-    for w, out, g, u, v, u1, v1 in zip(weights, ours, grads, ref_us, ref_vs, us, vs, strict=True):
-        w_ref = w.detach().clone().requires_grad_(True)
-        ref = spectral_norm_weight_ref(w_ref, u, v, 1)
-        (g_ref,) = torch.autograd.grad(ref, w_ref, torch.ones_like(ref))
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(u1, u, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(v1, v, rtol=1e-4, atol=1e-6)
+# ---------------------------------------------------------------------------------------------
+# Programs: layers split over several programs of every kind; alignment variants.
 
-    cache = sn._spectral_norm_fwd_kernel.device_caches[torch.cuda.current_device()][0]
-    sizes = [None]
-    for rows, cols in [(3, 17), (11, 29), (16, 30), (9, 20)]:  # one family: blocks (16, 32)
-        w = torch.randn(rows, cols, device="cuda")
-        u, v = torch.randn(rows, device="cuda"), torch.randn(cols, device="cuda")
-        with use_backend("triton"):
-            spectral_norm_weight(w, u, v, rows % 3 + 1, eps=1e-12 * rows)
-        sizes.append(len(cache))
-    assert len(set(sizes[1:])) == 1, sizes  # the first call may compile; the others reuse it
+
+@pytest.mark.parametrize("sms", [
+    pytest.param(132, id="one-block-chunks"),  # the nominal H100: every chunk is one 1024-element block
+    pytest.param(1, id="multi-block-chunks"),  # one SM: chunks of several blocks, a loop per program
+])
+@pytest.mark.parametrize(("n_power_iterations", "training"), [
+    pytest.param(1, True, id="train-1"),  # u from the buffer
+    pytest.param(3, True, id="train-3"),  # u from the previous step's t, normalized on the load
+    pytest.param(1, False, id="eval"),  # stored u, v; no update
+])
+def test_multi_program_layers_match_oracle(sms, n_power_iterations, training, monkeypatch, launches):
+    """rows > BLOCK_H, cols > BLOCK_K, W > one chunk: each layer spans several programs of each kind."""
+    monkeypatch.setattr(sn, "_NOMINAL_SMS", sms)
+    shapes = [(40, 17, 3, 3),  # H = 40: 2 row programs (BLOCK_H 32); K = 153: 2 column programs (BLOCK_K 128)
+              (7, 13),  # a small layer after a large one: offsets in every packed buffer
+              (33, 2, 1, 1)]  # H = 33: a row program of one row; H * K = 66
+    layers = [_layer(shape, seed=10 + i, trained=not training) for i, shape in enumerate(shapes)]
+    u0s, v0s = [u.clone() for _, u, _ in layers], [v.clone() for _, _, v in layers]
+    weights = [w.clone().requires_grad_(True) for w, _, _ in layers]
+    us, vs = [u for _, u, _ in layers], [v for _, _, v in layers]
+    grads = [torch.randn(s, generator=torch.Generator().manual_seed(i)).to(DEVICE) for i, s in enumerate(shapes)]
+    with use_backend("triton"):
+        ours = spectral_norm_weights(weights, us, vs, n_power_iterations, training=training)
+    ours_grads = torch.autograd.grad(ours, weights, grads)
+
+    (plan,) = sn._plans.values()
+    per_layer = {kind: [layer for layer, _ in table] for kind, table in
+                 (("k", plan.prog_k), ("h", plan.prog_h), ("e", plan.prog_e))}
+    assert per_layer["k"].count(0) == 2 and per_layer["h"].count(0) == 2 and per_layer["h"].count(2) == 2
+    assert per_layer["e"].count(0) == math.ceil(40 * 153 / plan.chunk) >= 3
+    assert plan.chunk == (1024 if sms == 132 else 2048)  # 6 + 1 + 1 blocks over 4 programs per SM: 2 each
+    assert all(launch[0] == (plan.n_e,) for launch in launches["scale"].launches)
+
+    for i, (w, _, _) in enumerate(layers):
+        eager, eager_w, eager_u, eager_v = _torch_sn(w, u0s[i], v0s[i], n_power_iterations, training)
+        (eager_grad,) = torch.autograd.grad(eager, eager_w, grads[i])
+        oracle, oracle_w, oracle_u, oracle_v = _torch_sn(w.double(), u0s[i].double(), v0s[i].double(),
+                                                         n_power_iterations, training)
+        (oracle_grad,) = torch.autograd.grad(oracle, oracle_w, grads[i].double())
+        sigma = (w.double() / oracle).flatten()[0].abs().item()
+        _assert_close_to_oracle(f"W_sn[{i}]", ours[i], eager, oracle, scale=oracle.abs().max().item())
+        _assert_close_to_oracle(f"u[{i}]", us[i], eager_u, oracle_u, scale=1.0)
+        _assert_close_to_oracle(f"v[{i}]", vs[i], eager_v, oracle_v, scale=1.0)
+        _assert_close_to_oracle(f"grad W[{i}]", ours_grads[i], eager_grad, oracle_grad,
+                                scale=grads[i].abs().max().item() / sigma)
+
+
+@pytest.mark.parametrize(("offset", "shape", "aligned"), [
+    pytest.param(0, (4, 6), True, id="aligned"),  # fresh storage (16-byte aligned), H * K = 24
+    pytest.param(1, (4, 6), False, id="offset-view"),  # W starts 4 bytes into its storage
+    pytest.param(0, (3, 5), False, id="odd-size"),  # H * K = 15: the next layer's packed offset is odd
+])
+def test_alignment_claimed_only_when_verified(offset, shape, aligned):
+    """ALIGNED (tl.multiple_of on W and the packed offsets) only where the plan checked it; both
+    variants give the same results (the interpreter ignores the hints; the GPU test compiles both)."""
+    rows, cols = shape
+    storage = torch.randn(rows * cols + offset, generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    w = storage[offset:].view(rows, cols)
+    u = F.normalize(torch.randn(rows, generator=torch.Generator().manual_seed(1)), dim=0).to(DEVICE)
+    v = F.normalize(torch.randn(cols, generator=torch.Generator().manual_seed(2)), dim=0).to(DEVICE)
+    ref_u, ref_v = u.clone(), v.clone()
+    with use_backend("triton"):
+        ours = spectral_norm_weight(w, u, v)
+    (plan,) = sn._plans.values()
+    assert plan.aligned is aligned
+    ref = spectral_norm_weight_ref(w.clone(), ref_u, ref_v)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=ULPS * EPS32 * ref.abs().max().item())
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan cache: checks once per group; a group must not list a buffer twice; pinned under capture.
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cache_hit_skips_checks_and_key_guards_them(backend, monkeypatch):
+    calls = []
+    check_layer = sn._check_layer
+    monkeypatch.setattr(sn, "_check_layer", lambda *args: calls.append(args[0]) or check_layer(*args))
+    layers = [_layer(shape, seed=i, trained=True) for i, shape in enumerate([(4, 6), (6, 6), (3, 2, 2, 2)])]
+    weights, us, vs = ([layer[j] for layer in layers] for j in range(3))
+    with use_backend(backend):
+        for _ in range(3):
+            spectral_norm_weights(weights, us, vs)
+        assert calls == [0, 1, 2]  # checked when the plan was built, never again
+        spectral_norm_weights(weights[:2], us[:2], vs[:2])  # another group: another plan, checked
+        assert calls == [0, 1, 2, 0, 1]
+        # same addresses and shapes, other strides or dtype: the key differs, the checks run and refuse
+        square = weights[1]
+        with pytest.raises(ValueError, match=r"^weight\[1\] must be contiguous"):
+            spectral_norm_weights([weights[0], square.t(), weights[2]], us, vs)
+        with pytest.raises(ValueError, match=r"^weight\[1\] must be a floating-point"):
+            spectral_norm_weights([weights[0], square.view(torch.int32), weights[2]], us, vs)
+        # the single-layer function shares the cache (a group of one)
+        calls.clear()
+        spectral_norm_weight(weights[0], us[0], vs[0])
+        spectral_norm_weight(weights[0], us[0], vs[0])
+        assert calls == [None]
+
+
+def _duplicate_groups():
+    """(weights, us, vs) of groups listing a buffer twice, with the two names the error must give."""
+    w, u, v = _layer((4, 6), seed=0, trained=True)
+    w2, u2, v2 = _layer((4, 6), seed=1, trained=True)
+    storage = torch.randn(7, device=DEVICE)
+    return {
+        "same-W": (([w, w], [u, u2], [v, v2]), ("weight[1]", "weight[0]")),  # one module listed twice
+        "same-u": (([w, w2], [u, u], [v, v2]), ("u[1]", "u[0]")),  # both layers would update one u
+        "overlapping-u": (([w, w2], [storage[:4], storage[3:]], [v, v2]), ("u[1]", "u[0]")),  # views
+        "v-inside-W": (([w, w2], [u, u2], [w.view(-1)[6:12], v2]), ("weight[0]", "v[0]")),  # W would move
+    }
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("case", list(_duplicate_groups()))
+def test_group_listing_a_buffer_twice_is_refused(case, backend):
+    (weights, us, vs), names = _duplicate_groups()[case]
+    with use_backend(backend), pytest.raises(ValueError, match="shares memory") as info:
+        spectral_norm_weights(weights, us, vs)
+    assert all(name in str(info.value) for name in names), str(info.value)
+    assert not sn._plans  # nothing cached: the next call checks again
+
+
+def test_plan_used_under_capture_is_pinned(monkeypatch):
+    """A plan whose tables a (here simulated) CUDA graph captured outlives the LRU cache; a new plan
+    inside a capture is refused (its tables would need a host copy during capture)."""
+    capturing = [False]
+    monkeypatch.setattr(sn, "_capturing", lambda device: capturing[0])
+    monkeypatch.setattr(sn, "_MAX_PLANS", 2)
+    w, u, v = _layer((5, 7), seed=0, trained=True)
+    with use_backend("triton"):
+        spectral_norm_weight(w, u, v, training=False)  # warm-up: builds the plan and its tables
+        (plan,) = sn._plans.values()
+        tables = plan.tables
+        capturing[0] = True
+        spectral_norm_weight(w, u, v, training=False)  # "captured": pins the plan
+        assert list(sn._pinned.values()) == [plan]
+        other = [_layer((3, 4), seed=i, trained=True) for i in range(1, 4)]
+        with pytest.raises(RuntimeError, match="before capturing"):
+            spectral_norm_weight(*other[0], training=False)
+        capturing[0] = False
+        for layer in other:  # evict the plan from the LRU cache
+            spectral_norm_weight(*layer, training=False)
+        assert plan not in sn._plans.values() and list(sn._pinned.values()) == [plan]
+        assert plan.tables is tables  # alive: a replay reads them by address
+        spectral_norm_weight(w, u, v, training=False)
+        assert next(reversed(sn._plans.values())) is plan  # the pinned plan is found again, not rebuilt
+
+
+def test_resource_cases_cover_every_block_choice():
+    """The resource check's cases reach each (BLOCK_H, BLOCK_K) choice with ALIGNED true and false
+    (resource_cases raises when the plan picks otherwise). Here on the CPU the launches really run,
+    under the interpreter, on weights of ones: only the coverage is checked."""
+    pytest.importorskip("triton")
+    cases = sn.resource_cases(channels=())
+    labels = [label for label, _ in cases]
+    assert len(labels) == len(sn._BLOCK_H_CHOICES) * len(sn._BLOCK_K_CHOICES) * 2
+    with use_backend("triton"):
+        for _, run in cases[:2]:  # one block pair, both ALIGNED variants (the interpreter is slow)
+            run()
+
+
+def _d_group(ch, device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(shape, generator=gen).to(device) for shape in sn._d_shapes(ch)]
+    us = [F.normalize(torch.randn(w.shape[0], generator=gen), dim=0).to(device) for w in weights]
+    vs = [F.normalize(torch.randn(w[0].numel(), generator=gen), dim=0).to(device) for w in weights]
+    for w, u, v in zip(weights, us, vs, strict=True):  # a few steps, as after some training (sigma >> 0)
+        spectral_norm_weight_ref(w, u, v, n_power_iterations=3)
+    return weights, us, vs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gpu_full_size_discriminator(training):
+    """All 11 SN layers of AutoGAN's D at ch = 128 (K up to 1152) on CUDA, against eager and float64."""
+    weights, us, vs = _d_group(128, "cuda")
+    u0s, v0s = [u.clone() for u in us], [v.clone() for v in vs]
+    params = [w.clone().requires_grad_(True) for w in weights]
+    grads = [torch.randn_like(w) for w in weights]
+    with use_backend("triton"):
+        ours = spectral_norm_weights(params, us, vs, 1, training=training)
+    ours_grads = torch.autograd.grad(ours, params, grads)
+    (plan,) = sn._plans.values()
+    assert plan.aligned and plan.n_e > 132  # AutoGAN's layers take the vectorized variant, all SMs busy
+    for i, w in enumerate(weights):
+        ulps = _ulps(w[0].numel() + w.shape[0])  # see the error model: sums of up to K + H terms
+        eager, eager_w, eager_u, eager_v = _torch_sn(w, u0s[i], v0s[i], 1, training)
+        (eager_grad,) = torch.autograd.grad(eager, eager_w, grads[i])
+        oracle, oracle_w, oracle_u, oracle_v = _torch_sn(w.double(), u0s[i].double(), v0s[i].double(), 1,
+                                                         training)
+        (oracle_grad,) = torch.autograd.grad(oracle, oracle_w, grads[i].double())
+        sigma = (w.double() / oracle).flatten()[0].abs().item()
+        _assert_close_to_oracle(f"W_sn[{i}]", ours[i], eager, oracle, oracle.abs().max().item(), ulps)
+        _assert_close_to_oracle(f"u[{i}]", us[i], eager_u, oracle_u, 1.0, ulps)
+        _assert_close_to_oracle(f"v[{i}]", vs[i], eager_v, oracle_v, 1.0, ulps)
+        _assert_close_to_oracle(f"grad W[{i}]", ours_grads[i], eager_grad, oracle_grad,
+                                grads[i].abs().max().item() / sigma, ulps)
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_replays_after_plan_eviction(monkeypatch):
+    """A captured forward keeps working after its plan left the LRU cache (it is pinned)."""
+    monkeypatch.setattr(sn, "_MAX_PLANS", 2)
+    weights, us, vs = _d_group(64, "cuda")
+    with use_backend("triton"), torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: compiles, builds the plan and its tables
+            spectral_norm_weights(weights, us, vs, training=False)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outs = spectral_norm_weights(weights, us, vs, training=False)
+        assert len(sn._pinned) == 1
+        for i in range(4):  # evict it, and reuse freed memory
+            w = torch.randn(3 + i, 5, device="cuda")
+            spectral_norm_weights([w], [torch.randn(3 + i, device="cuda")], [torch.randn(5, device="cuda")])
+        for w in weights:
+            w.mul_(2)  # the replay must see the new weights: W_sn is unchanged, sigma doubles
+        graph.replay()
+        torch.cuda.synchronize()
+    for w, u, v, out in zip(weights, us, vs, outs, strict=True):
+        ref = spectral_norm_weight_ref(w, u, v, training=False)
+        torch.testing.assert_close(out, ref, rtol=0, atol=_ulps(w[0].numel() + w.shape[0]) * EPS32
+                                   * ref.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_gpu_real_compile_cache():
+    """The JIT's real caches: one compiled kernel per (blocks, ALIGNED) across a family of sizes."""
+    family = [(3, 17), (11, 29), (15, 31), (9, 21)]  # blocks (16, 32); every H * K odd: ALIGNED false
+    with use_backend("triton"):
+        sizes = []
+        for rows, cols in family:
+            w = torch.randn(rows, cols, device="cuda", requires_grad=True)
+            u, v = torch.randn(rows, device="cuda"), torch.randn(cols, device="cuda")
+            spectral_norm_weight(w, u, v, rows % 3 + 1, eps=1e-12 * rows).sum().backward()
+            device = torch.cuda.current_device()
+            sizes.append([len(getattr(sn, attr).device_caches[device][0]) for attr in KERNELS.values()])
+    assert sizes[1:] == sizes[:1] * (len(family) - 1), sizes  # the first call compiles; the others reuse

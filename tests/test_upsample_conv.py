@@ -35,10 +35,15 @@ SHAPES = [  # (N, C_in, C_out, H, W)
 # the <= 16 x 65 terms per sum here (~32) is 4e-6 of the result's magnitude, 1e-5 with headroom. A
 # wrong tap, phase or mask gives errors of order 1 x magnitude, so this cannot pass by accident.
 ATOL_REL = 1e-5
-# TF32 (10-bit mantissa, unit roundoff 4.9e-4; the kernel rounds its operands as cuDNN does): each
-# product carries up to ~1e-3 relative error, observed 2e-4 to 5e-4 of the magnitude over whole
-# outputs; 2e-3 leaves headroom and still fails for any indexing error.
-ATOL_REL_TF32 = 2e-3
+# TF32 error model (the GPU path and the interpreter's emulation of it alike): operands are rounded
+# to nearest TF32, unit roundoff u = 2^-11, so each product a*w is off by <= 2u |a w|; over the K =
+# 16 C_in products of an output the errors add with random signs, ~2u sqrt(sum (a w)^2), which is
+# 2u times the typical |y|. Taken against max |y| over a whole output (both tails of ~10^5-10^6
+# Gaussian-like values), a factor 2 covers the worst output: 4u = 1.95e-3. Accumulation is fp32
+# (negligible next to u). Any indexing error is of order 1 x magnitude, far above it.
+ATOL_REL_TF32 = 4 * 2.0**-11
+# With TF32 off, CUDA runs "tf32x3": each operand is split into two TF32 halves and three MMAs drop
+# only lo*lo, ~3 u^2 = 7e-7 relative per product, below fp32 accumulation noise: ATOL_REL holds.
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +182,12 @@ def test_empty_batch():
         torch.testing.assert_close(kernel[name], ref, atol=0, rtol=0, msg=name)
 
 
-@pytest.mark.parametrize("needed", ["x", "weight", "scale"])
+@pytest.mark.parametrize("needed", [
+    "x",  # grad-input kernel alone
+    "weight",  # grad-weight kernel alone
+    "scale",  # grad-input kernel for the affine partials only
+    "bias",  # no grad-weight kernel to fuse into: grad_bias from torch
+])
 def test_only_some_gradients(needed):
     """Each backward kernel also runs alone, when autograd asks for part of the gradients."""
     args, grad_y, relu = _make(2, 3, 4, 3, 3, "affine_relu", seed=3)
@@ -400,3 +410,81 @@ def test_autogan_shapes_on_gpu(n, c_in, c_out, h, w, tf32, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     _check_against_fp64(*_make(n, c_in, c_out, h, w, "affine_relu", seed=4),
                         atol_rel=ATOL_REL_TF32 if tf32 else ATOL_REL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every autotune config computes the same thing. The interpreter runs only the first config of a
+# set (it cannot time them), so each config is forced here in turn: block sizes change the masks,
+# the K-loop trip counts and the split of pixels between programs.
+
+TUNED = [(uc._upsample_conv2d_fwd, uc.FWD_CONFIGS), (uc._upsample_conv2d_bwd_input, uc.BWD_INPUT_CONFIGS),
+         (uc._upsample_conv2d_bwd_weight, uc.BWD_WEIGHT_CONFIGS)]
+CONFIG_CASES = [pytest.param(precision, i, id=f"{precision}-{i}")
+                for precision in ("tf32", "tf32x3")
+                for i in range(max(len(sets[precision]) for _, sets in TUNED))]
+
+
+@pytest.mark.parametrize(("precision", "index"), CONFIG_CASES)
+def test_every_autotune_config_matches_the_reference(precision, index, monkeypatch):
+    for tuner, sets in TUNED:
+        members = sets[precision]
+        monkeypatch.setitem(sets, precision, [members[index % len(members)]])
+        monkeypatch.setattr(tuner, "cache", {})  # forget configs chosen by earlier calls
+    # "tf32" rounds operands (interpreter dots are exact otherwise); "tf32x3" is what a CUDA machine
+    # runs with TF32 off, and the interpreter computes it exactly, like "ieee"
+    monkeypatch.setattr(uc, "_input_precision", lambda t: precision)
+    atol = ATOL_REL_TF32 if precision == "tf32" else ATOL_REL
+    # 70 pixels, 33 / 18 channels: partial pixel and channel blocks and >1 K step for every config
+    _check_against_fp64(*_make(2, 33, 18, 5, 7, "affine_relu", seed=9), atol_rel=atol)
+
+
+def test_phase_weights_are_cached_per_weight_version():
+    w = torch.randn(4, 3, 3, 3)
+    first = uc._phase_weights(w, "ieee")
+    assert uc._phase_weights(w, "ieee") is first  # same object, same version: no recompute
+    assert uc._phase_weights(w, "tf32") is not first  # the precision is part of the key
+    with torch.no_grad():
+        w.mul_(2.0)  # an optimizer step: in place, bumps the version
+    second = uc._phase_weights(w, "ieee")
+    assert second is not first
+    torch.testing.assert_close(second, 2.0 * first, atol=0, rtol=0)
+    clone = w.clone()  # equal values, another tensor: never served from w's entry
+    assert uc._phase_weights(clone, "ieee") is not second
+
+
+def test_phase_weights_in_tf32_mode_are_rounded_once():
+    w = torch.randn(5, 4, 3, 3, dtype=torch.float64).float()
+    exact = uc._phase_weights(w, "ieee")
+    rounded = uc._phase_weights(w, "tf32")
+    torch.testing.assert_close(rounded, uc.round_to_tf32(exact), atol=0, rtol=0)
+    assert not torch.equal(rounded, exact)  # random fp32 values are not TF32-representable
+
+
+def test_torch_round_to_tf32_matches_the_kernel():
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(11)) * 1e3
+    y = torch.empty_like(x)
+    _round_kernel[(triton.cdiv(x.numel(), 1024),)](x.to(DEVICE), y.to(DEVICE), x.numel(), BLOCK=1024)
+    torch.testing.assert_close(uc.round_to_tf32(x), y.cpu(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"conv": "tf32"}, "tf32"),  # torch >= 2.9 default for cuDNN convs
+    ({"conv": "ieee"}, "ieee"),  # set with the new API: reading allow_tf32 would raise here
+    ({"conv": "none", "cudnn": "tf32"}, "tf32"),  # "none" defers to the cuDNN-wide setting
+    ({"conv": "none", "cudnn": "none", "global": "none"}, "ieee"),  # nothing says TF32: exact
+])
+def test_precision_follows_the_new_fp32_precision_api(settings, expected, monkeypatch):
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip("this torch has no fp32_precision API")
+    targets = {"conv": conv, "cudnn": torch.backends.cudnn, "global": torch.backends}
+    for name, value in settings.items():
+        monkeypatch.setattr(targets[name], "fp32_precision", value)
+    assert uc._fp32_precision_setting() == expected
+
+
+def test_legacy_allow_tf32_flag_is_still_followed(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert uc._fp32_precision_setting() == "tf32"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert uc._fp32_precision_setting() == "ieee"
