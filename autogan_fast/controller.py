@@ -83,14 +83,17 @@ class Controller(nn.Module):
 
 
 class ReinforceBaseline:
-    """Exponential moving average of the reward (AutoGAN: decay 0.9, first reward seeds it)."""
+    """AutoGAN's REINFORCE baseline: an exponential moving average of the rewards, per position in the
+    sampled batch, started afresh by every controller-training phase. Its first update seeds it with the
+    rewards themselves (so the first step's advantage is zero); later ones are
+    baseline = decay * baseline + (1 - decay) * rewards."""
 
     def __init__(self, decay: float):
         self.decay = decay
-        self.value: float | None = None
+        self.value: torch.Tensor | None = None  # (B,) on the host
 
-    def update(self, reward: float) -> float:
-        self.value = reward if self.value is None else self.decay * self.value + (1 - self.decay) * reward
+    def update(self, rewards: torch.Tensor) -> torch.Tensor:
+        self.value = rewards.clone() if self.value is None else self.decay * self.value + (1 - self.decay) * rewards
         return self.value
 
 
@@ -98,11 +101,8 @@ def reinforce_loss(samples: Samples, rewards: torch.Tensor, baseline: ReinforceB
                    entropy_coeff: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy-gradient loss, AutoGAN's way: reward += entropy bonus; advantage against the updated baseline.
 
-    Returns (loss, total rewards). `rewards` are the per-sample Inception Scores (on the host already).
+    Returns (loss, total rewards). `rewards` are the per-sample Inception Scores (float64, on the host).
     """
-    total = rewards + entropy_coeff * samples.entropy.detach().cpu()
-    advantages = []
-    for value in total.tolist():
-        advantages.append(value - baseline.update(value))
-    advantage = torch.tensor(advantages, dtype=samples.log_prob.dtype, device=samples.log_prob.device)
+    total = rewards + entropy_coeff * samples.entropy.detach().cpu().to(rewards.dtype)
+    advantage = (total - baseline.update(total)).to(samples.log_prob.dtype).to(samples.log_prob.device)
     return -(samples.log_prob * advantage).sum(), total

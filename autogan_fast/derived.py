@@ -3,7 +3,7 @@
 It is the search's `SharedGenerator` (same cells, blocks and fused upsample-conv path) with the
 14-integer architecture fixed at construction and every branch that architecture never runs removed:
 the other conv-block type of each cell, unused norms and deconvs, the shortcut and skip-in layers it
-does not use, and the to-RGB heads of stages 0 and 1. What remains is exactly the network AutoGAN
+does not use. What remains is exactly the network AutoGAN
 builds for a derived architecture, with `SharedGenerator`'s parameter names, so a state dict of
 the derived generator loads into a shared one (strict=False) and runs the same forward.
 """
@@ -11,8 +11,6 @@ the derived generator loads into a shared one (strict=False) and runs the same f
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from torch import nn
 
 from .models import SharedGenerator
 from .models.generator import Cell
@@ -62,8 +60,6 @@ class DerivedGenerator(SharedGenerator):
         super().set_arch(arch)
         for cell, choice in zip(self.cells, self.choices, strict=True):
             prune_cell(cell, choice)
-        for stage in range(NUM_CELLS - 1):
-            self.to_rgb[stage] = nn.Identity()  # only the full-stage head runs
 
     def set_arch(self, arch: Sequence[int]) -> None:
         """Accepts only the architecture fixed at construction (so callers written for the search work)."""

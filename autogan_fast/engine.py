@@ -1,8 +1,17 @@
 """Shared-GAN training (hinge loss, n_critic, dynamic reset) and the Inception-Score reward.
 
-The step is eager PyTorch: D sees real and fake images in one forward (one spectral-norm update per
-D step), G steps every n_critic D steps. Losses stay on the device in ring buffers; the dynamic-reset
-check reads them back once per G step (a marked host sync).
+As AutoGAN's `train_shared`: real batches from shuffled epochs (a new pass starts with every call),
+one controller-sampled architecture per D step, the G step on D steps 0, n_critic, 2 n_critic, ...
+(`step % n_critic == 0`), population variances of the last `dynamic_reset_window` losses. Losses stay
+on the device in ring buffers.
+
+Deliberate differences from the reference, both for speed:
+- D sees real and fake images in ONE forward (AutoGAN runs two), so its spectral-norm power step runs
+  once per D step instead of twice; the hinge loss and the gradients are the same function of the
+  weights.
+- The dynamic-reset check runs at G steps (AutoGAN checks after every D step once the G window is
+  full): it reads the windows back to the host (a marked sync), once per G step instead of per D step.
+  A reset can fire up to n_critic - 1 D steps later than the reference's.
 """
 
 from __future__ import annotations
@@ -84,10 +93,12 @@ class LossWindow:
 
 
 def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:
-    """Both windows full and either loss variance below the threshold (host sync: one per G step)."""
+    """Both windows full and either loss variance below the threshold (host sync: one per G step).
+
+    Population variances (divide by the window size), as AutoGAN's `RunningStats.get_var`."""
     if not (g_window.full and d_window.full):
         return False
-    variances = torch.stack([g_window.values.var(), d_window.values.var()])
+    variances = torch.stack([g_window.values.var(unbiased=False), d_window.values.var(unbiased=False)])
     return bool((variances < threshold).any().item())  # host sync
 
 
@@ -146,17 +157,17 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     resolution = gan.gen.output_resolution(stage)
     device = data.device
     total_steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+    real_batches = data.batches(config.dis_bs, resolution)  # a fresh pass, as AutoGAN's new loader iterator
     d_sum = torch.zeros((), device=device)
     g_sum = torch.zeros((), device=device)
     g_steps = 0
     reset = False
     for step in range(total_steps):
         gan.gen.set_arch(sample_arch().tolist())  # host sync: the arch picks the Python path
-        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, data.sample(config.dis_bs, resolution),
-                                    config.latent_dim)
+        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim)
         d_window.push(d_loss)
         d_sum += d_loss
-        if (step + 1) % config.n_critic == 0:
+        if step % config.n_critic == 0:  # D steps 0, n_critic, 2 n_critic, ... as AutoGAN
             g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim)
             g_window.push(g_loss)
             g_sum += g_loss

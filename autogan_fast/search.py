@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,10 +22,10 @@ from .cli import (
     resume_dir,
     run_cli,
 )
-from .config import PRESETS, SearchConfig, config_from_dict, preset_config
+from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
 from .errors import UsageError
 from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
-from .search_loop import SearchState, run_search
+from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
@@ -44,12 +45,31 @@ def resumed_config(run_dir: Path, state: dict, overrides: dict[str, object]) -> 
     return apply_resume_overrides(run_dir, config_from_dict(state["config"]), overrides, RESUMABLE_OVERRIDES)
 
 
+def train_command(config: SearchConfig, run_dir: Path) -> str:
+    """The `train` command line for the search's top architecture: the train preset that fits (demo on
+    the digits, paper otherwise) plus every data / scoring / size setting of the search that differs."""
+    from .train import preset_config as train_preset
+
+    preset = "demo" if config.dataset == "digits" else "paper"
+    base = train_preset(preset)
+    words = ["python -m autogan_fast.train", f"--preset {preset}",
+             f"--arch-from {shlex.quote(str(run_dir / 'result.json'))}"]
+    for name in ("dataset", "data_path", "split", "feature_net", "inception_weights", "bottom_width"):
+        value = getattr(config, name)
+        if value != getattr(base, name):
+            words.append(f"--{flag(name)} {shlex.quote(str(value))}")
+    return " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, SearchConfig)
     run_dir = resume_dir(args)
     if run_dir is not None:
         saved = load_checkpoint(run_dir / CHECKPOINT)
+        if saved.get("format") != CHECKPOINT_FORMAT:
+            raise UsageError(f"{run_dir / CHECKPOINT} is not a checkpoint of this version's search "
+                             f"(format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
         config = resumed_config(run_dir, saved, overrides)
     else:
         config = preset_config(args.preset, **overrides).validate()
@@ -81,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run folder: {run_dir}  ({result['wall_seconds']:.0f} s on {result['device']})")
         for rank, entry in enumerate(result["archs"], 1):
             print(f"{rank}. IS {entry['inception_score']:.3f}  {arch_to_str(entry['arch'])}")
+        print(f"train the best from scratch: {train_command(config, run_dir)}")
     return 0
 
 

@@ -35,7 +35,7 @@ from .run_dir import (
 )
 from .search_space import arch_to_str
 
-CHECKPOINT_FORMAT = "autogan_fast.search/1"
+CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines (issue 8's fidelity)
 
 
 @dataclass
@@ -46,14 +46,13 @@ class SearchState:
     gan: SharedGAN
     controller: Controller
     ctrl_opt: torch.optim.Adam
-    baseline: ReinforceBaseline
     g_window: LossWindow
     d_window: LossWindow
     fixed_z: torch.Tensor  # latent batch of the sample grids
     search_iter: int = 0  # next iteration to run
     stage: int = 0
     beams: Beams | None = None
-    best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best reward so far
+    best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
 
     @classmethod
@@ -61,8 +60,8 @@ class SearchState:
         gan = SharedGAN.create(config, device)
         stage = config.stage_at(0)
         controller, ctrl_opt = new_controller(config, stage, device)
-        return cls(config, gan, controller, ctrl_opt, ReinforceBaseline(config.baseline_decay),
-                   LossWindow(config.dynamic_reset_window, device), LossWindow(config.dynamic_reset_window, device),
+        window = config.dynamic_reset_window
+        return cls(config, gan, controller, ctrl_opt, LossWindow(window, device), LossWindow(window, device),
                    torch.randn(config.num_grid_images, config.latent_dim, device=device), stage=stage)
 
     def state_dict(self) -> dict:
@@ -71,7 +70,7 @@ class SearchState:
             "format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config),
             "search_iter": self.search_iter, "stage": self.stage, "gan": self.gan.state_dict(),
             "controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
-            "baseline": self.baseline.value, "g_window": self.g_window.state_dict(),
+            "g_window": self.g_window.state_dict(),
             "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
             "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(),
         }
@@ -85,7 +84,6 @@ class SearchState:
         self.controller, self.ctrl_opt = new_controller(config, self.stage, device)
         self.controller.load_state_dict(state["controller"])
         self.ctrl_opt.load_state_dict(state["ctrl_opt"])
-        self.baseline.value = state["baseline"]
         self.g_window.load_state_dict(state["g_window"])
         self.d_window.load_state_dict(state["d_window"])
         self.fixed_z = state["fixed_z"].to(device)
@@ -102,19 +100,30 @@ def new_controller(config: SearchConfig, stage: int, device: torch.device) -> tu
 
 def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.device,
                 ) -> tuple[list[tuple[list[int], float]], Beams]:
-    """Sample `num_candidate` archs, score each by IS, keep the `topk` best distinct ones with their hidden states."""
+    """Sample `num_candidate` archs, score each by IS, keep the `topk` best candidates with their hidden states.
+
+    As AutoGAN's `get_topk_arch_hidden`: every candidate is scored, a repeated architecture again (with
+    other noise), and the top-k are candidates, not distinct architectures, so an architecture the
+    controller samples often can take several beams. Ties keep sampling order. Best first.
+    """
     config = state.config
     with torch.no_grad():
         samples = state.controller.sample(config.num_candidate, state.beams)
-    scored: dict[tuple[int, ...], tuple[float, int]] = {}
-    for i, arch in enumerate(samples.archs.tolist()):
-        if tuple(arch) not in scored:
-            state.gan.gen.set_arch(arch)
-            scored[tuple(arch)] = (score(state, feature_net, device), i)
-    ranked = sorted(scored.items(), key=lambda item: -item[1][0])[: config.topk]
-    keep = torch.tensor([i for _, (_, i) in ranked], device=samples.archs.device)
+    archs = samples.archs.tolist()
+    scores = []
+    for arch in archs:
+        state.gan.gen.set_arch(arch)
+        scores.append(score(state, feature_net, device))
+    order = sorted(range(len(archs)), key=lambda i: -scores[i])[: config.topk]
+    keep = torch.tensor(order, device=samples.archs.device)
     beams = Beams(samples.archs[keep], samples.hx[keep], samples.cx[keep])
-    return [(list(arch), value) for arch, (value, _) in ranked], beams
+    return [(archs[i], scores[i]) for i in order], beams
+
+
+def distinct(ranked: list[tuple[list[int], float]]) -> list[tuple[list[int], float]]:
+    """The first (best) entry of each architecture in a best-first list."""
+    seen: set[tuple[int, ...]] = set()
+    return [(arch, value) for arch, value in ranked if not (tuple(arch) in seen or seen.add(tuple(arch)))]
 
 
 @torch.no_grad()
@@ -132,8 +141,11 @@ def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> 
 
 def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.device, log: JsonlLog,
                      bar: tqdm) -> list[tuple[list[int], float]]:
-    """`ctrl_step` REINFORCE updates; returns each sampled arch with its Inception Score (no entropy bonus)."""
+    """`ctrl_step` REINFORCE updates; returns each sampled arch with its Inception Score (no entropy bonus).
+
+    The baseline starts afresh here, as AutoGAN's `train_controller` (its first step's advantage is 0)."""
     config = state.config
+    baseline = ReinforceBaseline(config.baseline_decay)
     scored = []
     for step in range(config.ctrl_step):
         samples = state.controller.sample(config.ctrl_sample_batch, state.beams)
@@ -142,16 +154,17 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
             state.gan.gen.set_arch(arch)
             rewards.append(score(state, feature_net, device))
             best = state.best["inception_score"]
-            if best is None or rewards[-1] > best:
+            if best is None or rewards[-1] > best:  # best of the current stage (a reset at each grow)
                 state.best = {"arch": arch, "inception_score": rewards[-1]}
-        loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), state.baseline,
+        loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
                                      config.entropy_coeff)
         state.ctrl_opt.zero_grad(set_to_none=True)
         loss.backward()
         state.ctrl_opt.step()
-        for arch, reward, value in zip(samples.archs.tolist(), rewards, total.tolist(), strict=True):
+        for arch, reward, value, base in zip(samples.archs.tolist(), rewards, total.tolist(),
+                                             baseline.value.tolist(), strict=True):
             log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
-                      inception_score=reward, reward=value, baseline=state.baseline.value)
+                      inception_score=reward, reward=value, baseline=base)
         scored.extend(zip(samples.archs.tolist(), rewards, strict=True))
         bar.update(1)
     return scored
@@ -174,7 +187,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             kept, state.beams = top_k_archs(state, feature_net, device)
             state.stage = config.stage_at(it)
             state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
-            state.baseline = ReinforceBaseline(config.baseline_decay)
+            state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
             log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
 
         steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
@@ -205,7 +218,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         if not quiet:  # progress lines go to stderr, beside the bars; stdout carries only the result
             search_bar.write(
                 f"iter {it:3d} | stage {state.stage} | mean IS {mean_is:6.3f} | D {summary.d_loss:+.3f} "
-                f"G {summary.g_loss:+.3f}{' | reset' if summary.dynamic_reset else ''} | best "
+                f"G {summary.g_loss:+.3f}{' | reset' if summary.dynamic_reset else ''} | stage best "
                 f"{state.best['inception_score']:.3f} {arch_to_str(state.best['arch'])}", file=sys.stderr)
         if stop_after is not None and it >= stop_after and state.search_iter < config.max_search_iter:
             search_bar.close()
@@ -215,7 +228,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     final, _ = top_k_archs(state, feature_net, device)
     state.wall_seconds += time.perf_counter() - started
     result = {
-        "archs": [{"arch": arch, "inception_score": value} for arch, value in final],
+        "archs": [{"arch": arch, "inception_score": value} for arch, value in distinct(final)],
         "search_mode": config.search_mode,
         "wall_seconds": state.wall_seconds,
         "device": device_name(device),

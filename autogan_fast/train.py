@@ -32,7 +32,7 @@ from .cli import (
     run_cli,
 )
 from .config import InputSettings, check_positive, check_shared_settings, config_from_dict, flag
-from .data import DeviceImageData
+from .data import DeviceImageData, EpochBatches
 from .derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .engine import discriminator_step, generator_statistics, generator_step
 from .errors import UsageError
@@ -56,7 +56,7 @@ from .run_dir import (
 from .search_loop import device_name, save_samples
 from .search_space import arch_to_str, parse_arch, validate_arch
 
-CHECKPOINT_FORMAT = "autogan_fast.train/1"
+CHECKPOINT_FORMAT = "autogan_fast.train/2"  # 2: one to-RGB head, skip outputs with skip-ins, epoch batches
 BEST = "best.pt"
 # AutoGAN's best CIFAR-10 generator (the paper's Figure 3), trained when no architecture is given.
 PAPER_ARCH = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)
@@ -193,6 +193,14 @@ class TrainState:
     last: dict | None = None  # metrics of the latest evaluation
     best: dict | None = None  # metrics of the evaluation with the lowest FID, with its "iter"
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
+    real_batches: EpochBatches | None = None  # the shuffled epochs of real images (set by `attach_data`)
+    batches_state: dict | None = None  # a checkpoint's epoch position, applied by `attach_data`
+
+    def attach_data(self, data: DeviceImageData) -> None:
+        """Draw real batches from `data`, continuing the checkpointed epoch when resuming."""
+        self.real_batches = data.batches(self.config.dis_bs, self.gen.output_size)
+        if self.batches_state is not None:
+            self.real_batches.load_state_dict(self.batches_state)
 
     @classmethod
     def create(cls, config: TrainConfig, arch: tuple[int, ...], device: torch.device) -> TrainState:
@@ -231,7 +239,8 @@ class TrainState:
     def state_dict(self) -> dict:
         return {**self.generator_state(), "dis": self.dis.state_dict(), "gen_opt": self.gen_opt.state_dict(),
                 "dis_opt": self.dis_opt.state_dict(), "fixed_z": self.fixed_z.cpu(), "best": self.best,
-                "wall_seconds": self.wall_seconds, "rng": rng_state()}
+                "wall_seconds": self.wall_seconds, "rng": rng_state(),
+                "real_batches": None if self.real_batches is None else self.real_batches.state_dict()}
 
     @classmethod
     def from_state_dict(cls, state: dict, config: TrainConfig, device: torch.device) -> TrainState:
@@ -245,6 +254,7 @@ class TrainState:
         self.fixed_z = state["fixed_z"].to(device)
         self.iter, self.last, self.best = state["iter"], state["metrics"], state["best"]
         self.wall_seconds = state["wall_seconds"]
+        self.batches_state = state["real_batches"]
         restore_rng_state(state["rng"])
         return self
 
@@ -279,14 +289,15 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     """Train from `state.iter` to `max_iter`, or until the checkpoint at or after iteration `stop_after`.
 
     One G iteration: n_critic D steps (hinge loss; real and fake batches in one D forward, so one
-    spectral-norm update per step), then one G step and the EMA update. With lr_decay, iteration i
+    spectral-norm update per step) on real batches from shuffled epochs, the G step and the EMA update
+    right after the first of them (AutoGAN's `global_steps % n_critic == 0`). With lr_decay, iteration i
     runs at lr * (1 - i / max_iter). Every val_freq iterations and at the end: score the EMA
     generator, save a sample grid, log, write best.pt on a new best FID, then checkpoint.pt.
     Returns the result (also written to result.json), or None when stopped early.
     """
     config = state.config
     log = JsonlLog(run_dir / LOG, counter="iter")
-    resolution = state.gen.output_size
+    state.attach_data(data)
     started = time.perf_counter()
     d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
     g_sum = torch.zeros((), device=device)
@@ -296,11 +307,12 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     while state.iter < config.max_iter:
         if config.lr_decay:
             state.set_lr_scale(1.0 - state.iter / config.max_iter)
-        for _ in range(config.n_critic):
-            d_sum += discriminator_step(state.gen, state.dis, state.dis_opt,
-                                        data.sample(config.dis_bs, resolution), config.latent_dim)
-        g_sum += generator_step(state.gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim)
-        state.update_ema()
+        for j in range(config.n_critic):  # AutoGAN: the G step follows D steps 0, n_critic, 2 n_critic, ...
+            d_sum += discriminator_step(state.gen, state.dis, state.dis_opt, state.real_batches.next(),
+                                        config.latent_dim)
+            if j == 0:
+                g_sum += generator_step(state.gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim)
+                state.update_ema()
         state.iter += 1
         since += 1
         bar.update(1)

@@ -39,10 +39,23 @@ def test_beam_hidden_state_conditions_the_decisions():
                               controller.sample(1, beam_b, greedy=True).entropy)
 
 
-def test_baseline_is_autogans_moving_average():
+def test_baseline_is_autogans_moving_average_per_batch_position():
     baseline = ReinforceBaseline(0.9)
-    assert baseline.update(2.0) == 2.0  # the first reward seeds it
-    assert baseline.update(4.0) == pytest.approx(0.9 * 2.0 + 0.1 * 4.0)
+    first = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    assert torch.equal(baseline.update(first), first)  # the first rewards seed it
+    second = torch.tensor([4.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(baseline.update(second), 0.9 * first + 0.1 * second)
+
+
+def test_first_step_of_a_phase_has_zero_advantage():
+    """AutoGAN's train_controller starts its baseline at None: the first update's advantage is 0, so
+    its loss (and gradient) is zero whatever the rewards."""
+    torch.manual_seed(1)
+    controller = Controller.for_stage(0, "mlas", 16)
+    samples = controller.sample(3)
+    loss, _ = reinforce_loss(samples, torch.tensor([5.0, 1.0, 9.0], dtype=torch.float64), ReinforceBaseline(0.9),
+                             entropy_coeff=1e-3)
+    assert loss.item() == 0.0
 
 
 def test_reinforce_learns_a_rewarded_decision():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from autogan_fast.config import preset_config
-from autogan_fast.data import DeviceImageData, load_images, quantize_images, resize_uint8
+from autogan_fast.data import DeviceImageData, EpochBatches, load_images, quantize_images, resize_uint8
 from autogan_fast.engine import LossWindow, SharedGAN, dynamic_reset_due, hinge_d_loss, train_shared
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=16, gen_bs=16)
@@ -20,6 +20,9 @@ def window_with(values, size):
     ([1.0] * 10, [1, 2] * 5, True),         # G loss flat: reset
     ([1, 2] * 5, [0.5] * 10, True),         # D loss flat: reset
     ([1.0] * 9, [1.0] * 10, False),         # G window not full yet
+    # population variance (AutoGAN's RunningStats): 0.0315^2 = 9.9e-4 < 1e-3 resets; the unbiased
+    # variance (x 10/9 = 1.1e-3) would not
+    ([0.0, 0.063] * 5, [1, 2] * 5, True),
 ])
 def test_dynamic_reset_rule(g_values, d_values, due):
     assert dynamic_reset_due(window_with(g_values, 10), window_with(d_values, 10), 1e-3) == due
@@ -73,3 +76,38 @@ def test_shared_training_runs_its_epochs_and_changes_both_nets():
                            LossWindow(100, torch.device("cpu")), LossWindow(100, torch.device("cpu")))
     assert (summary.steps, summary.g_steps, summary.dynamic_reset) == (8, 4, False)
     assert not torch.equal(before[0], gan.gen.l1.weight) and not torch.equal(before[1], gan.dis.l5.weight_orig)
+
+
+def test_g_steps_come_on_d_steps_0_n_2n():
+    """AutoGAN's `step % n_critic == 0`: 11 D steps with n_critic 5 give G steps at 0, 5 and 10."""
+    torch.manual_seed(0)
+    config = preset_config("demo", **TINY, shared_epoch=1, n_critic=5).validate()
+    data = DeviceImageData(load_images("digits")[:11 * 16], "cpu")  # 11 batches of 16: one epoch
+    gan = SharedGAN.create(config, torch.device("cpu"))
+    summary = train_shared(gan, data, config, 0, lambda: torch.tensor([0, 1, 1, 0]),
+                           LossWindow(100, torch.device("cpu")), LossWindow(100, torch.device("cpu")))
+    assert (summary.steps, summary.g_steps) == (11, 3)
+
+
+def test_epoch_batches_draw_every_image_once_per_epoch():
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 1, 1).contiguous()
+    torch.manual_seed(0)
+    batches = EpochBatches(images, 3)  # 3 batches an epoch; the 10th image waits for a later epoch
+    seen = []
+    for _ in range(3):
+        batch = batches.next()
+        assert batch.shape == (3, 3, 1, 1)  # one static shape: the last partial batch is dropped
+        seen += ((batch[:, 0, 0, 0] + 1) * 127.5).round().long().tolist()
+    assert len(set(seen)) == 9  # without replacement within the epoch
+    state = batches.state_dict()
+    resumed = EpochBatches(images, 3)
+    resumed.load_state_dict(state)
+    torch.manual_seed(5)
+    expected = batches.next()
+    torch.manual_seed(5)
+    assert torch.equal(resumed.next(), expected)  # a checkpointed position continues exactly
+
+
+def test_epoch_batches_with_fewer_images_than_a_batch():
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    assert EpochBatches(images, 5).next().shape == (5, 3, 4, 4)

@@ -186,3 +186,27 @@ def test_paper_preset_says_which_inception_file_is_missing(tmp_path, capsys, mon
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert "pt_inception-2015-12-05-6726825d.pth" in stderr and "torch_home" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_top_k_keeps_duplicates_as_autogan_and_the_result_is_distinct(monkeypatch):
+    """A controller that always samples one architecture fills every beam with it (AutoGAN's top-k is
+    over candidates); each candidate is scored on its own, and the result list shows it once."""
+    import torch
+
+    from autogan_fast import search_loop
+    from autogan_fast.config import preset_config
+
+    config = preset_config("demo", gf_dim=4, df_dim=4, latent_dim=8, num_candidate=4, topk=3).validate()
+    state = search_loop.SearchState.create(config, torch.device("cpu"))
+    with torch.no_grad():
+        for decoder in state.controller.decoders:  # always the last choice of every decision
+            decoder.weight.zero_()
+            decoder.bias.copy_(torch.arange(decoder.bias.numel(), dtype=torch.float32) * 100.0)
+    scores = iter([1.0, 3.0, 2.0, 4.0])
+    calls = []
+    monkeypatch.setattr(search_loop, "score", lambda *a: calls.append(1) or next(scores))
+    ranked, beams = search_loop.top_k_archs(state, feature_net=None, device=torch.device("cpu"))
+    assert len(calls) == 4  # every candidate scored, repeats too
+    assert [value for _, value in ranked] == [4.0, 3.0, 2.0]
+    assert len({tuple(arch) for arch, _ in ranked}) == 1 and beams.archs.shape[0] == 3
+    assert search_loop.distinct(ranked) == [(ranked[0][0], 4.0)]

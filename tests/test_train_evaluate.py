@@ -129,7 +129,7 @@ def test_run_folder_holds_every_file(full_run):
     events = [(e["event"], e["iter"]) for e in read_log(full_run)]
     assert events == [("eval", 2), ("eval", 4), ("done", 4)]
     checkpoint = torch.load(full_run / "checkpoint.pt", weights_only=True)
-    assert checkpoint["format"] == "autogan_fast.train/1" and checkpoint["iter"] == 4
+    assert checkpoint["format"] == train.CHECKPOINT_FORMAT and checkpoint["iter"] == 4
     assert {"gen", "dis", "ema", "gen_opt", "dis_opt", "rng", "best"} <= set(checkpoint)
     assert torch.load(full_run / "best.pt", weights_only=True)["iter"] == result["best"]["iter"]
 

@@ -72,11 +72,48 @@ class DeviceImageData:
             self._resized[resolution] = resize_uint8(self.images, resolution)
         return self._resized[resolution]
 
-    def sample(self, batch_size: int, resolution: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random batch (with replacement across calls, like drawing from a shuffled epoch) in [-1, 1]."""
-        index = torch.randint(len(self), (batch_size,), device=self.device, generator=generator)
-        return self.at_resolution(resolution)[index].float().div_(127.5).sub_(1.0)
+    def batches(self, batch_size: int, resolution: int) -> EpochBatches:
+        """Real batches in [-1, 1] from shuffled epochs (see `EpochBatches`)."""
+        return EpochBatches(self.at_resolution(resolution), batch_size)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Batches in one pass over the data (AutoGAN's loader with drop_last)."""
+        """Batches in one epoch: len // batch_size (the last partial batch is dropped, see `EpochBatches`)."""
         return max(1, len(self) // batch_size)
+
+
+class EpochBatches:
+    """Batches of shuffled epochs without replacement, as AutoGAN's shuffled DataLoader gives them.
+
+    Each epoch is a fresh random permutation of the images (drawn on their device: no host sync); its
+    last partial batch is dropped so every batch has one static shape (AutoGAN's loader keeps it; a
+    static shape is what CUDA graphs need). With fewer images than one batch, an epoch is a single batch
+    of several permutations concatenated. `state_dict` / `load_state_dict` resume mid-epoch exactly.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int):
+        self.images = images
+        self.batch_size = batch_size
+        self.per_epoch = max(1, len(images) // batch_size)
+        self.perm: torch.Tensor | None = None
+        self.position = 0  # batches of the current epoch already handed out
+
+    def _new_epoch(self) -> None:
+        n = len(self.images)
+        copies = -(-self.batch_size // n)  # ceil: >= 1 batch per epoch even with n < batch_size
+        self.perm = torch.cat([torch.randperm(n, device=self.images.device) for _ in range(copies)])
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.perm is None or self.position == self.per_epoch:
+            self._new_epoch()
+        start = self.position * self.batch_size
+        self.position += 1
+        index = self.perm[start:start + self.batch_size]
+        return self.images[index].float().div_(127.5).sub_(1.0)
+
+    def state_dict(self) -> dict:
+        return {"perm": None if self.perm is None else self.perm.cpu(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm = None if state["perm"] is None else state["perm"].to(self.images.device)
+        self.position = int(state["position"])

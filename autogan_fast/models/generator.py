@@ -1,8 +1,8 @@
 """AutoGAN's shared (weight-sharing) generator: every choice of the search space, picked per step.
 
 Linear(latent -> bottom_width^2 * gf) -> cells (each doubles the resolution) -> BN -> ReLU ->
-3x3 conv to RGB -> tanh. At stage s the image is taken after cell s+1 through that stage's own
-to-RGB head. Weights are shared by every architecture, as in AutoGAN's `shared_gan.py`: each cell
+3x3 conv to RGB -> tanh. At stage s the image is taken after cell s+1 through the one to-RGB head
+all stages share (as AutoGAN's `shared_gan.py`). Weights are shared by every architecture: each cell
 holds a pre- and a post-activation block and all norms and upsamplers; `set_arch` picks the path.
 
 Nearest-x2 upsampling followed by the 3x3 conv runs as one fused op (`upsample_conv2d`: four 2x2
@@ -104,7 +104,12 @@ class PostActBlock(nn.Module):
 
 
 class Cell(nn.Module):
-    """One generator cell: block 1 (upsamples; its output is the skip output), skip-ins, block 2, shortcut."""
+    """One generator cell: block 1 (upsamples), skip-ins, block 2, shortcut.
+
+    The skip output a later cell receives is block 1's output WITH this cell's skip-in sums added, as
+    in AutoGAN: its cells assign `h_skip_out = h` and then add the skip-ins to `h` in place. The same
+    values here, without the in-place add (which breaks autograd on current torch).
+    """
 
     def __init__(self, channels: int, num_skip_in: int):
         super().__init__()
@@ -132,12 +137,12 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor, skip_features: list[torch.Tensor], choice: CellChoice
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         block1, block2 = (self.pre1, self.pre2) if choice.conv == "pre" else (self.post1, self.post2)
-        skip_out = block1(x, choice.norm, choice.up)
-        h = skip_out
-        size = skip_out.shape[-1]
+        h = block1(x, choice.norm, choice.up)
+        size = h.shape[-1]
         for earlier in choice.skip_from:  # 1-based cell numbers; skip_convs[i] serves cell i + 1
             resized = self.resize_skip(skip_features[earlier - 1], earlier, size, choice.up)
             h = h + self.skip_convs[earlier - 1](resized)
+        skip_out = h  # including the skip-ins (see the class docstring)
         out = block2(h, choice.norm, choice.up)
         if choice.shortcut:
             if choice.up == "nearest":  # a 1x1 conv commutes with nearest upsampling: run it small
@@ -155,10 +160,8 @@ class SharedGenerator(nn.Module):
         self.latent_dim, self.gf_dim, self.bottom_width = latent_dim, gf_dim, bottom_width
         self.l1 = nn.Linear(latent_dim, bottom_width * bottom_width * gf_dim)
         self.cells = nn.ModuleList(Cell(gf_dim, num_skip_in=c) for c in range(NUM_CELLS))
-        self.to_rgb = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
-            for _ in range(NUM_CELLS)
-        )
+        # one head for every stage (AutoGAN's `to_rgb`): state-dict keys to_rgb.0 (BN) and to_rgb.2 (conv)
+        self.to_rgb = nn.Sequential(nn.BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
         self.arch: tuple[int, ...] = ()
         self.choices: list[CellChoice] = []
 
@@ -182,4 +185,4 @@ class SharedGenerator(nn.Module):
         for cell, choice in zip(self.cells, self.choices, strict=False):
             skip_out, h = cell(h, skip_features, choice)
             skip_features.append(skip_out)
-        return self.to_rgb[len(self.choices) - 1](h)
+        return self.to_rgb(h)
