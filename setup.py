@@ -29,7 +29,7 @@ setup(
     package_dir={"autogan_fast.kernels": "kernels"},
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "nvidia-ml-py", "ruff"],
+        "dev": ["pytest", "pytest-benchmark", "nvidia-ml-py", "ruff", "tensorboard"],  # tensorboard: its tests
         "tb": ["tensorboard"],
     },
 )

@@ -52,6 +52,8 @@ def add_run_flags(parser: argparse.ArgumentParser, stop_after: str) -> None:
     parser.add_argument("--stop-after", type=int, metavar="ITER", help=f"{stop_after} (continue with --resume)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines on stderr")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also log the curves to RUN/tensorboard (needs the tb extra: TensorBoard)")
 
 
 def explicit_values(args: argparse.Namespace, config_cls: type) -> dict[str, object]:

@@ -27,6 +27,7 @@ from .errors import UsageError
 from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
 from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
+from .tensorboard import check_tensorboard, scalar_logger
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
 RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size")
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
     # Everything that can fail on bad input runs before the run folder is touched.
+    if args.tensorboard:
+        check_tensorboard()
     device, data, feature_net = open_inputs(config, resolution=config.bottom_width * 8)
 
     if saved is None:
@@ -90,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"run folder: {run_dir}  device: {device}  feature net: {feature_net.name}", file=sys.stderr)
 
-    result = run_search(state, data, feature_net, run_dir, device, stop_after=args.stop_after, quiet=args.quiet)
+    curves = scalar_logger(args.tensorboard, run_dir)
+    try:
+        result = run_search(state, data, feature_net, run_dir, device, stop_after=args.stop_after,
+                            quiet=args.quiet, curves=curves)
+    finally:
+        curves.close()
     if result is None:
         print(f"stopped after iteration {state.search_iter - 1}; continue with --resume {run_dir}",
               file=sys.stderr)

@@ -34,6 +34,7 @@ from .run_dir import (
     write_json,
 )
 from .search_space import arch_to_str
+from .tensorboard import ScalarLogger
 
 CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines (issue 8's fidelity)
 
@@ -140,7 +141,7 @@ def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> 
 
 
 def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.device, log: JsonlLog,
-                     bar: tqdm) -> list[tuple[list[int], float]]:
+                     bar: tqdm, curves: ScalarLogger | None = None) -> list[tuple[list[int], float]]:
     """`ctrl_step` REINFORCE updates; returns each sampled arch with its Inception Score (no entropy bonus).
 
     The baseline starts afresh here, as AutoGAN's `train_controller` (its first step's advantage is 0)."""
@@ -165,18 +166,26 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
                                              baseline.value.tolist(), strict=True):
             log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
                       inception_score=reward, reward=value, baseline=base)
+        if curves is not None:  # AutoGAN's controller/* curves, per update
+            curves.scalars("controller", {
+                "inception_score": sum(rewards) / len(rewards), "reward": total.mean().item(),
+                "baseline": baseline.value.mean().item(), "entropy": samples.entropy.mean().item(),
+                "loss": loss.item()}, state.search_iter * config.ctrl_step + step)
         scored.extend(zip(samples.archs.tolist(), rewards, strict=True))
         bar.update(1)
     return scored
 
 
 def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNet, run_dir: Path,
-               device: torch.device, stop_after: int | None = None, quiet: bool = False) -> dict | None:
+               device: torch.device, stop_after: int | None = None, quiet: bool = False,
+               curves: ScalarLogger | None = None) -> dict | None:
     """Run the search from `state.search_iter` to the end (or past iteration `stop_after`).
 
-    Returns the result (also written to result.json), or None when stopped early.
+    Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
+    TensorBoard) gets the losses, controller updates and per-iteration scores.
     """
     config = state.config
+    curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG)
     started = time.perf_counter()
     search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
@@ -197,10 +206,12 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                 state.gan, data, config, state.stage,
                 lambda: sample_arch(state), state.g_window, state.d_window, progress=bar.update)
         log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
+        curves.scalars("shared_gan", {"d_loss": summary.d_loss, "g_loss": summary.g_loss,
+                                      "dynamic_reset": int(summary.dynamic_reset)}, it)
 
         with tqdm(total=config.ctrl_step, desc="  controller", leave=False, disable=quiet,
                   dynamic_ncols=True) as bar:
-            scored = train_controller(state, feature_net, device, log, bar)
+            scored = train_controller(state, feature_net, device, log, bar, curves)
 
         if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
             state.gan = SharedGAN.create(config, device)
@@ -214,6 +225,8 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
         mean_is = sum(value for _, value in scored) / len(scored)
         log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
+        curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
+                                  "stage_best_inception_score": state.best["inception_score"]}, it)
         search_bar.update(1)
         if not quiet:  # progress lines go to stderr, beside the bars; stdout carries only the result
             search_bar.write(

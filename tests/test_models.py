@@ -148,3 +148,106 @@ def test_discriminator_state_dict_keeps_torch_spectral_norm_keys():
     assert "l5.weight" not in keys
     spectral_layers = [k for k in keys if k.endswith("weight_orig")]
     assert len(spectral_layers) == 11  # AutoGAN's discriminator has 11 SN layers
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared generator against an independent transcription of AutoGAN's `shared_gan.py` /
+# `building_blocks_search.py` forward (its control flow, in-place skip-in adds included: fine under
+# no_grad), run on our modules' weights. It pins the reference's semantics: the skip output a later
+# cell reads includes the earlier cell's own skip-in sums, and one to-RGB head serves every stage.
+
+AUTOGAN_UP = {0: "bilinear", 1: "nearest", 2: "deconv"}
+AUTOGAN_NORM = {0: None, 1: "bn", 2: "in"}
+
+
+def _autogan_block(block, x, norm, up, pre):
+    def normed(h):
+        return block.norms.bn(h) if norm == "bn" else block.norms.inn(h) if norm == "in" else h
+
+    def upsampled(h):
+        if not block.upsamples:
+            return h
+        return block.deconv(h) if up == "deconv" else F.interpolate(h, scale_factor=2, mode=up)
+
+    if pre:  # PreGenBlock: norm -> ReLU -> up -> conv
+        return block.conv(upsampled(F.relu(normed(x))))
+    return F.relu(normed(block.conv(upsampled(x))))  # PostGenBlock: up -> conv -> norm -> ReLU
+
+
+def _autogan_cell(cell, x, skip_ft, codes, num_skip_in):
+    conv, norm, up, short_cut = codes[0] == 1, AUTOGAN_NORM[codes[1]], AUTOGAN_UP[codes[2]], codes[3] == 1
+    h = _autogan_block(cell.pre1 if conv else cell.post1, x, norm, up, conv)
+    _, _, ht, wt = h.size()
+    h_skip_out = h
+    if num_skip_in:
+        skip_ins = [0] * num_skip_in  # AutoGAN's set_arch: bit k of the mask -> skip_ins[-(k + 1)]
+        for k, bit in enumerate(bin(codes[4])[2:][::-1]):
+            skip_ins[-(k + 1)] = int(bit)
+        for earlier, (flag, ft) in enumerate(zip(skip_ins, skip_ft, strict=True), 1):
+            if flag:
+                op = cell.skip_convs[earlier - 1]
+                if up != "deconv":
+                    h += op(F.interpolate(ft, size=(ht, wt), mode=up))  # in place: h_skip_out sees it
+                else:
+                    h += op(cell.skip_deconvs[earlier - 1](ft))  # x2 / x4 by the scale, as skip_deconvx{scale}
+    final_out = _autogan_block(cell.pre2 if conv else cell.post2, h, norm, up, conv)
+    if short_cut:
+        if up != "deconv":
+            final_out += cell.shortcut_conv(F.interpolate(x, scale_factor=2, mode=up))
+        else:
+            final_out += cell.shortcut_conv(cell.shortcut_deconv(x))
+    return h_skip_out, final_out
+
+
+def _autogan_shared_forward(gen, z, arch):
+    h = gen.l1(z).view(-1, gen.gf_dim, gen.bottom_width, gen.bottom_width)
+    cells = [arch[:4], arch[4:9], arch[9:14]][: (len(arch) - 4) // 5 + 1]
+    skips = []
+    for i, codes in enumerate(cells):
+        skip, h = _autogan_cell(gen.cells[i], h, tuple(skips), codes, i)
+        skips.append(skip)
+    return gen.to_rgb(h)
+
+
+@pytest.mark.parametrize("arch", [
+    pytest.param([1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3], id="autogan-a"),  # cell 3 reads cell 2's skip
+    pytest.param([0, 1, 2, 1, 1, 2, 2, 0, 1, 0, 1, 2, 1, 2], id="deconv-skips-post-bn"),  # stacked deconvs
+    pytest.param([1, 2, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1], id="bilinear-in-mixed"),  # IN, only the x4 skip
+    pytest.param([1, 1, 1, 1, 0, 0, 1, 0, 1], id="stage1"),  # the to-RGB head after cell 2
+    pytest.param([0, 0, 1, 0], id="stage0-post-nearest"),  # the fused post-activation path
+])
+def test_shared_generator_matches_autogans_forward(arch):
+    torch.manual_seed(3)
+    gen = SharedGenerator(LATENT, GF, BOTTOM)
+    init_weights(gen)
+    for m in gen.modules():  # non-trivial biases and BN affines, so every term shows
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d)) and m.bias is not None:
+            torch.nn.init.normal_(m.bias, 0.0, 0.3)
+    gen.set_arch(arch)
+    z = torch.randn(6, LATENT)
+    with torch.no_grad():
+        ours = gen(z)
+        reference = _autogan_shared_forward(gen, z, arch)
+    # fp32, same operations up to the fused four-phase conv's summation order: ~1e-7 relative each
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_init_is_xavier_for_conv2d_only_as_autogan():
+    """AutoGAN's weights_init matches class names "Conv2d" and "BatchNorm2d": ConvTranspose2d and Linear
+    keep PyTorch's default init, every bias too."""
+    torch.manual_seed(0)
+    gen = SharedGenerator(LATENT, GF, BOTTOM)
+    before = {name: p.detach().clone() for name, p in gen.named_parameters()}
+    init_weights(gen)
+    modules = dict(gen.named_modules())
+    for name, p in gen.named_parameters():
+        owner, kind = modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]
+        changed = not torch.equal(before[name], p)
+        if type(owner) is torch.nn.Conv2d and kind == "weight":
+            assert changed, name
+        elif isinstance(owner, torch.nn.BatchNorm2d):
+            assert changed == (kind == "weight") or (kind == "bias" and torch.all(p == 0)), name
+        else:
+            assert not changed, f"{name} ({type(owner).__name__}) must keep PyTorch's default init"
+    bn_weights = torch.cat([m.weight for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(bn_weights.mean().item() - 1.0) < 0.02 and bn_weights.std().item() < 0.05  # N(1, 0.02)

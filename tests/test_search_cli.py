@@ -144,6 +144,24 @@ def test_resume_needs_a_valid_checkpoint(content, message, tmp_path, capsys):
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
+def test_resume_refuses_a_checkpoint_of_an_older_version(full_run, tmp_path, capsys):
+    state = torch.load(full_run / "checkpoint.pt", weights_only=True)
+    state["format"] = "autogan_fast.search/1"  # per-stage to-RGB heads: weights that no longer fit
+    torch.save(state, tmp_path / "checkpoint.pt")
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    code, _, stderr = run(["--resume", str(tmp_path)], capsys)
+    assert code == 2 and "autogan_fast.search/1" in stderr and len(stderr.strip().splitlines()) == 1
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_text_result_ends_with_the_train_command(tmp_path, capsys):
+    code, out, _ = run([*TINY, "--max-search-iter", "1", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("train the best from scratch: python -m autogan_fast.train --preset demo --arch-from ")
+    assert str(tmp_path / "r" / "result.json") in last
+
+
 def test_resume_refuses_to_change_the_shape_of_a_run(full_run, capsys):
     code, _, stderr = run(["--resume", str(full_run), "--gf-dim", "8"], capsys)
     assert code == 2 and "--gf-dim cannot change" in stderr
@@ -210,3 +228,25 @@ def test_top_k_keeps_duplicates_as_autogan_and_the_result_is_distinct(monkeypatc
     assert [value for _, value in ranked] == [4.0, 3.0, 2.0]
     assert len({tuple(arch) for arch, _ in ranked}) == 1 and beams.archs.shape[0] == 3
     assert search_loop.distinct(ranked) == [(ranked[0][0], 4.0)]
+
+
+def test_tensorboard_curves(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, _ = run([*TINY, "--out", str(tmp_path / "r"), "--tensorboard"], capsys)
+    assert code == 0
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"controller/reward", "controller/baseline", "controller/entropy", "shared_gan/d_loss",
+            "shared_gan/g_loss", "search/mean_inception_score"} <= tags
+    assert len(events.Scalars("controller/reward")) == 3 * 2  # 3 iterations x 2 controller steps
+    assert [s.step for s in events.Scalars("search/mean_inception_score")] == [0, 1, 2]
+
+
+def test_tensorboard_missing_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as when not installed
+    code, _, stderr = run([*TINY, "--out", str(tmp_path / "r"), "--tensorboard"], capsys)
+    assert code == 2 and "autogan-fast[tb]" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
