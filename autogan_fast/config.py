@@ -101,6 +101,52 @@ class SearchConfig(InputSettings):
         return int(search_iter >= self.grow_step1) + int(search_iter >= self.grow_step2)
 
 
+@dataclass
+class TrainConfig(InputSettings):
+    """Every setting of one derived-training run; saved to config.json and into each checkpoint."""
+
+    # --- schedule (AutoGAN's derived-training values)
+    max_iter: int = 50000  # generator iterations (each follows n_critic discriminator steps)
+    val_freq: int = 3125  # score IS / FID, save samples and checkpoint every this many G iterations
+    num_eval_imgs: int = 50000  # generated images per IS / FID evaluation
+    is_splits: int = 10  # Inception Score splits
+    # --- GAN
+    gen_bs: int = 128  # generator batch size
+    dis_bs: int = 64  # discriminator batch size (real and fake each)
+    gf_dim: int = 256  # generator channels
+    df_dim: int = 128  # discriminator channels
+    latent_dim: int = 128  # noise dimension
+    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px)
+    n_critic: int = 5  # discriminator steps per generator iteration
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.0  # Adam beta1 of both optimizers
+    beta2: float = 0.9  # Adam beta2 of both optimizers
+    ema: float = 0.999  # decay of the moving average of G's weights that is evaluated (0 = G itself)
+    lr_decay: bool = False  # decay both learning rates linearly to 0 over max_iter (AutoGAN's --lr_decay)
+    # --- run
+    eval_batch_size: int = 250  # images generated per batch when scoring
+    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
+    seed: int = 12345  # seed of every random stream (scoring noise included)
+    device: str = "auto"  # auto, cpu or cuda
+
+    def validate(self) -> TrainConfig:
+        """Raise UsageError naming the first bad setting."""
+        check_positive(self, ("max_iter", "val_freq", "num_eval_imgs", "is_splits", "gen_bs", "dis_bs",
+                              "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic", "g_lr", "d_lr",
+                              "eval_batch_size", "num_grid_images"))
+        for name in ("beta1", "beta2", "ema"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        check_shared_settings(self)
+        if self.num_eval_imgs < max(self.is_splits, 2):
+            raise UsageError(f"--num-eval-imgs ({self.num_eval_imgs}) must be at least --is-splits "
+                             f"({self.is_splits}) and 2 (FID needs a covariance)")
+        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
+            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
+        return self
+
+
 def flag(name: str) -> str:
     """Field name -> command-line flag name."""
     return name.replace("_", "-")
@@ -156,8 +202,8 @@ def config_from_dict(data: dict, cls: type = SearchConfig):
     return cls(**data)
 
 
-__all__ = ["PRESETS", "InputSettings", "SearchConfig", "check_positive", "check_shared_settings", "config_from_dict",
-           "default_feature_net", "field_docs", "flag", "preset_config"]
+__all__ = ["PRESETS", "InputSettings", "SearchConfig", "TrainConfig", "check_positive", "check_shared_settings",
+           "config_from_dict", "default_feature_net", "field_docs", "flag", "preset_config"]
 
 
 def field_docs(cls: type) -> dict[str, str]:

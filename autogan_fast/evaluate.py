@@ -1,12 +1,16 @@
 """`python -m autogan_fast.evaluate`: IS and FID of a trained generator, or reference statistics of real data.
 
   python -m autogan_fast.evaluate --checkpoint RUN/best.pt [--num-images 50000] [--fid-stats F.npz]
+  python -m autogan_fast.evaluate --checkpoint autogan_cifar10_a.pth --arch autogan_cifar10_a --fid-stats F.npz
   python -m autogan_fast.evaluate --dataset cifar10 --data-path P --save-stats F.npz
 
 With --checkpoint (checkpoint.pt or best.pt of a `train` run) the EMA generator is scored exactly as
 training scores it, so by default (the run's seed, image count and batch size) the numbers equal
 the ones training logged at that iteration. FID is against --fid-stats, or else against the cached
 reference statistics of the run's dataset. The data and scoring flags default to the run's own.
+AutoGAN's own generator files (released `.pth` or its derived-training checkpoints) carry no settings:
+give --arch; the dataset defaults to cifar10 (stl10 for a 48-px generator), the scoring flags to
+50,000 images, 10 IS splits, batches of 250, seed 12345.
 """
 
 from __future__ import annotations
@@ -20,15 +24,14 @@ import numpy as np
 import torch
 
 from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli
-from .config import check_shared_settings, config_from_dict
+from .config import TrainConfig, check_shared_settings, config_from_dict
 from .data import load_images
-from .derived import DerivedGenerator
 from .errors import UsageError
 from .metrics import FeatureNet, load_feature_net
 from .metrics.fid import load_fid_stats, save_fid_stats
 from .metrics.reference import dataset_statistics, reference_statistics
-from .run_dir import load_checkpoint
-from .train import TrainConfig, check_train_checkpoint, score_generator
+from .metrics.scoring import score_generator
+from .pretrained import RELEASED, read_generator_file, resolve_arch
 
 # The flags every command shares (same names, meanings and help as `train`'s).
 SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "device", "seed")
@@ -38,8 +41,13 @@ FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless -
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m autogan_fast.evaluate", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", metavar="PT", help="checkpoint.pt or best.pt of a train run: score its "
-                                                           "generator (the EMA one when present)")
+    parser.add_argument("--checkpoint", metavar="PT", help="checkpoint.pt or best.pt of a train run, or an AutoGAN "
+                                                           "generator file (.pth, with --arch): score its generator "
+                                                           "(the EMA one when present)")
+    parser.add_argument("--arch", nargs="+", metavar="ARCH",
+                        help="with --checkpoint: the generator's architecture, 14 integers (separate words or one "
+                             "quoted string) or a released name (" + ", ".join(RELEASED) + "); needed for "
+                             "AutoGAN's files, checked against a train checkpoint's own")
     parser.add_argument("--save-stats", metavar="NPZ", help="write reference statistics (mu, sigma; TTUR .npz) "
                                                             "of the real data to this file")
     parser.add_argument("--num-images", type=int, help="with --checkpoint: generated images to score "
@@ -75,9 +83,20 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
     if args.resolution is not None:
         raise UsageError("--resolution only applies with --save-stats")
     path = Path(args.checkpoint)
-    saved = load_checkpoint(path)
-    check_train_checkpoint(saved, path)
-    config = dataclasses.replace(config_from_dict(saved["config"], TrainConfig), **shared).validate()
+    arch = None if args.arch is None else " ".join(args.arch)
+    if arch is not None:
+        try:
+            resolve_arch(arch)
+        except UsageError as err:
+            raise UsageError(f"--arch: {err}") from None
+    loaded = read_generator_file(path, arch)
+    gen = loaded.generator
+    if loaded.config is not None:  # a train checkpoint: its run's settings
+        base = config_from_dict(loaded.config, TrainConfig)
+    else:  # AutoGAN's file: the sizes from its tensors, the data and scoring flags from the command line
+        base = TrainConfig(dataset="stl10" if gen.output_size == 48 else "cifar10", latent_dim=gen.latent_dim,
+                           gf_dim=gen.gf_dim, bottom_width=gen.bottom_width)
+    config = dataclasses.replace(base, **shared).validate()
     num_images = config.num_eval_imgs if args.num_images is None else args.num_images
     if num_images < max(config.is_splits, 2):
         raise UsageError(f"--num-images must be at least {max(config.is_splits, 2)} (IS splits, FID "
@@ -86,8 +105,6 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
 
     device = resolve_device(config.device)
     feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
-    gen = DerivedGenerator(saved["arch"], config.latent_dim, config.gf_dim, config.bottom_width)
-    gen.load_state_dict(saved["ema"] if saved.get("ema") is not None else saved["gen"])
     gen.to(device)
     if args.fid_stats is not None:
         reference = checked_fid_stats(args.fid_stats, feature_net)
@@ -98,13 +115,12 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
             lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size, device)
     metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
                               config.seed, device)
-    return {**metrics, "checkpoint": str(path), "iter": saved["iter"], "num_images": num_images,
-            "generator": "ema" if saved.get("ema") is not None else "gen"}
+    return {**metrics, "checkpoint": str(path), "num_images": num_images, "generator": loaded.describe(path)}
 
 
 def save_statistics(args, shared: dict[str, object]) -> dict:
     """Reference statistics of the real data, written to --save-stats."""
-    for name in ("num_images", "fid_stats"):
+    for name in ("num_images", "fid_stats", "arch"):
         if getattr(args, name) is not None:
             raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
     positive("resolution", args.resolution)
@@ -138,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: result[k] for k in ("inception_score", "inception_score_std", "fid")}))
         else:
             print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  "
-                  f"FID {result['fid']:.3f}  ({result['generator']} generator of {result['checkpoint']}, "
-                  f"iteration {result['iter']}, {result['num_images']} images)")
+                  f"FID {result['fid']:.3f}  ({result['generator']}, {result['num_images']} images)")
     else:
         result = save_statistics(args, shared)
         if args.json:

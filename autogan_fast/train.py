@@ -31,15 +31,16 @@ from .cli import (
     resume_dir,
     run_cli,
 )
-from .config import InputSettings, check_positive, check_shared_settings, config_from_dict, flag
+from .config import TrainConfig, config_from_dict, flag
 from .data import DeviceImageData, EpochBatches
-from .derived import FULL_ARCH_LENGTH, DerivedGenerator
-from .engine import discriminator_step, generator_statistics, generator_step
+from .derived import DerivedGenerator
+from .engine import discriminator_step, generator_step
 from .errors import UsageError
 from .metrics.feature_net import FeatureNet
-from .metrics.fid import frechet_distance
 from .metrics.reference import reference_statistics
-from .models import Discriminator, SharedGenerator, init_weights
+from .metrics.scoring import score_generator
+from .models import Discriminator, init_weights
+from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
     CONFIG,
@@ -54,58 +55,12 @@ from .run_dir import (
     write_json,
 )
 from .search_loop import device_name, save_samples
-from .search_space import arch_to_str, parse_arch, validate_arch
+from .search_space import arch_to_str, validate_arch
+from .tensorboard import ScalarLogger, check_tensorboard, scalar_logger
 
-CHECKPOINT_FORMAT = "autogan_fast.train/2"  # 2: one to-RGB head, skip outputs with skip-ins, epoch batches
 BEST = "best.pt"
 # AutoGAN's best CIFAR-10 generator (the paper's Figure 3), trained when no architecture is given.
 PAPER_ARCH = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)
-
-
-@dataclass
-class TrainConfig(InputSettings):
-    """Every setting of one derived-training run; saved to config.json and into each checkpoint."""
-
-    # --- schedule (AutoGAN's derived-training values)
-    max_iter: int = 50000  # generator iterations (each follows n_critic discriminator steps)
-    val_freq: int = 3125  # score IS / FID, save samples and checkpoint every this many G iterations
-    num_eval_imgs: int = 50000  # generated images per IS / FID evaluation
-    is_splits: int = 10  # Inception Score splits
-    # --- GAN
-    gen_bs: int = 128  # generator batch size
-    dis_bs: int = 64  # discriminator batch size (real and fake each)
-    gf_dim: int = 256  # generator channels
-    df_dim: int = 128  # discriminator channels
-    latent_dim: int = 128  # noise dimension
-    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px)
-    n_critic: int = 5  # discriminator steps per generator iteration
-    g_lr: float = 2e-4  # generator Adam learning rate
-    d_lr: float = 2e-4  # discriminator Adam learning rate
-    beta1: float = 0.0  # Adam beta1 of both optimizers
-    beta2: float = 0.9  # Adam beta2 of both optimizers
-    ema: float = 0.999  # decay of the moving average of G's weights that is evaluated (0 = G itself)
-    lr_decay: bool = False  # decay both learning rates linearly to 0 over max_iter (AutoGAN's --lr_decay)
-    # --- run
-    eval_batch_size: int = 250  # images generated per batch when scoring
-    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
-    seed: int = 12345  # seed of every random stream (scoring noise included)
-    device: str = "auto"  # auto, cpu or cuda
-
-    def validate(self) -> TrainConfig:
-        """Raise UsageError naming the first bad setting."""
-        check_positive(self, ("max_iter", "val_freq", "num_eval_imgs", "is_splits", "gen_bs", "dis_bs",
-                              "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic", "g_lr", "d_lr",
-                              "eval_batch_size", "num_grid_images"))
-        for name in ("beta1", "beta2", "ema"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
-        check_shared_settings(self)
-        if self.num_eval_imgs < max(self.is_splits, 2):
-            raise UsageError(f"--num-eval-imgs ({self.num_eval_imgs}) must be at least --is-splits "
-                             f"({self.is_splits}) and 2 (FID needs a covariance)")
-        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
-            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
-        return self
 
 
 # The demo preset: a whole run in about half a minute on a (busy) 2-core CPU, on the embedded digits
@@ -164,13 +119,9 @@ def chosen_arch(args) -> tuple[int, ...]:
     if args.arch is None:
         return PAPER_ARCH
     try:
-        arch = parse_arch(args.arch)
+        return resolve_arch(args.arch)  # 14 ints (one string or separate words) or a released generator's name
     except UsageError as err:
         raise UsageError(f"--arch: {err}") from None
-    if len(arch) != FULL_ARCH_LENGTH:
-        raise UsageError(f"--arch: derived training needs all three cells ({FULL_ARCH_LENGTH} integers), "
-                         f"got {len(arch)}: {' '.join(map(str, arch))}")
-    return arch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,33 +210,9 @@ class TrainState:
         return self
 
 
-def check_train_checkpoint(state: dict, path: Path) -> None:
-    """UsageError unless `state` (loaded from `path`) was written by this program's training."""
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path} is not a checkpoint of autogan_fast.train (format {state.get('format')!r})")
-
-
-def score_generator(gen: SharedGenerator, feature_net: FeatureNet, reference: tuple[np.ndarray, np.ndarray],
-                    num_images: int, batch_size: int, splits: int, seed: int, device: torch.device,
-                    ) -> dict[str, float]:
-    """IS (mean, std over splits) and FID against `reference` (mu, sigma) of `num_images` images of `gen`.
-
-    `gen` runs in eval mode. Its noise comes from the global generator re-seeded with `seed` inside
-    a fork (the caller's random state is left as it was), so scoring never disturbs training and
-    `evaluate` reproduces the numbers training logged.
-    """
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-        torch.manual_seed(seed)
-        stats = generator_statistics(gen, feature_net, num_images, gen.latent_dim, batch_size, splits, device)
-    inception_score, inception_score_std = stats.inception_score()  # host sync
-    mu, sigma = stats.fid_stats()  # host sync
-    return {"inception_score": inception_score, "inception_score_std": inception_score_std,
-            "fid": frechet_distance(mu, sigma, *reference)}
-
-
 def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
           reference: tuple[np.ndarray, np.ndarray], run_dir: Path, device: torch.device,
-          stop_after: int | None = None, quiet: bool = False) -> dict | None:
+          stop_after: int | None = None, quiet: bool = False, curves: ScalarLogger | None = None) -> dict | None:
     """Train from `state.iter` to `max_iter`, or until the checkpoint at or after iteration `stop_after`.
 
     One G iteration: n_critic D steps (hinge loss; real and fake batches in one D forward, so one
@@ -293,9 +220,11 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     right after the first of them (AutoGAN's `global_steps % n_critic == 0`). With lr_decay, iteration i
     runs at lr * (1 - i / max_iter). Every val_freq iterations and at the end: score the EMA
     generator, save a sample grid, log, write best.pt on a new best FID, then checkpoint.pt.
-    Returns the result (also written to result.json), or None when stopped early.
+    Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
+    TensorBoard) gets IS, FID, the mean losses and the learning rate of every evaluation.
     """
     config = state.config
+    curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG, counter="iter")
     state.attach_data(data)
     started = time.perf_counter()
@@ -336,6 +265,8 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
                   g_lr=state.gen_opt.param_groups[0]["lr"], best_fid=state.best["fid"],
                   wall_seconds=state.wall_seconds)
+        curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
+                                 "g_lr": state.gen_opt.param_groups[0]["lr"]}, state.iter)
         if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
             save_checkpoint(run_dir / BEST, state.generator_state())
         save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
@@ -366,8 +297,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help=f"base settings: demo (CPU-sized, embedded digits: {demo}) or paper (AutoGAN's "
                              f"derived training on CIFAR-10: the defaults shown below)")
-    parser.add_argument("--arch", metavar='"1 0 1 1 ..."',
-                        help="the 14-integer architecture to train (default: AutoGAN's published CIFAR-10 "
+    parser.add_argument("--arch", nargs="+", metavar="ARCH",
+                        help="the architecture to train: 14 integers (separate words or one quoted string) or a "
+                             "released generator's name (" + ", ".join(RELEASED) + "; the name gives only the "
+                             "architecture, not the bottom width) (default: AutoGAN's published CIFAR-10 "
                              "generator, " + " ".join(map(str, PAPER_ARCH)) + ")")
     parser.add_argument("--arch-from", metavar="RESULT_JSON",
                         help="take the architecture from a search's result.json (or its run folder)")
@@ -399,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
     # Everything that can fail on bad input runs before the run folder is touched.
+    if args.tensorboard:
+        check_tensorboard()
     resolution = config.bottom_width * 8
     device, data, feature_net = open_inputs(config, resolution)
     reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
@@ -416,8 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run folder: {run_dir}  device: {device}  feature net: {feature_net.name}  G: {params:,} "
               f"parameters\narch: {arch_to_str(arch)}", file=sys.stderr)
 
-    result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
-                   quiet=args.quiet)
+    curves = scalar_logger(args.tensorboard, run_dir)
+    try:
+        result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
+                       quiet=args.quiet, curves=curves)
+    finally:
+        curves.close()
     if result is None:
         print(f"stopped after iteration {state.iter}; continue with --resume {run_dir}", file=sys.stderr)
         return 0

@@ -9,15 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from autogan_reference import AuthorsGenerator, full_checkpoint, randomize, save_as_torch1
 from cli_helpers import run_cli_captured
 
-from autogan_fast import evaluate, train
+from autogan_fast import evaluate, load_generator, train
 from autogan_fast.cli import run_cli
+from autogan_fast.data import load_images
 from autogan_fast.derived import DerivedGenerator
 from autogan_fast.errors import UsageError
 from autogan_fast.metrics import load_feature_net
 from autogan_fast.metrics.fid import load_fid_stats, save_fid_stats
-from autogan_fast.metrics.reference import cache_path, dataset_statistics
+from autogan_fast.metrics.reference import cache_path, dataset_statistics, reference_statistics
+from autogan_fast.metrics.scoring import score_generator
 from autogan_fast.models import SharedGenerator, init_weights
 
 # Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
@@ -194,8 +197,6 @@ def test_save_stats_round_trip(full_run, tmp_path, capsys):
     np.testing.assert_allclose(mu, cached_mu, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(sigma, cached_sigma, rtol=1e-10, atol=1e-12)
     # ... and the features' own statistics, straight from the images.
-    from autogan_fast.data import load_images
-
     direct_mu, _ = dataset_statistics(load_images("digits"), load_feature_net("digits"), 16, batch_size=1000)
     np.testing.assert_allclose(mu, direct_mu, rtol=1e-6, atol=1e-6)
     # Scoring against the file gives what scoring against the cache gives.
@@ -205,11 +206,57 @@ def test_save_stats_round_trip(full_run, tmp_path, capsys):
     assert json.loads(with_file)["fid"] == pytest.approx(json.loads(with_cache)["fid"], rel=1e-9)
 
 
+@pytest.fixture(scope="module")
+def authors_file(tmp_path_factory):
+    """AutoGAN's derived-training checkpoint of the paper's arch, as torch 1.x wrote it (toy sizes: 16 px)."""
+    path = tmp_path_factory.mktemp("authors") / "autogan_cifar10_a.pth"
+    save_as_torch1(full_checkpoint(randomize(AuthorsGenerator(train.PAPER_ARCH, 8, 8, 2), 1).eval()), path)
+    return path
+
+
+def test_evaluate_scores_an_autogan_file_given_its_arch_in_any_spelling(authors_file, capsys):
+    argv = ["--checkpoint", authors_file, "--dataset", "digits", "--num-images", "100", "--batch-size", "50"]
+    paper = [str(v) for v in train.PAPER_ARCH]
+    results = []
+    for arch in (["autogan_cifar10_a"], paper, [" ".join(paper)]):  # name, separate ints, one string
+        code, stdout, _ = run(evaluate.main, [*argv, "--json", "--arch", *arch], capsys)
+        assert code == 0
+        results.append(json.loads(stdout))
+    assert results[0] == results[1] == results[2]
+    # The generator load_generator gives, scored as training scores (seed 12345, digits statistics at 16 px).
+    net, cpu = load_feature_net("digits"), torch.device("cpu")
+    reference = reference_statistics("digits", None, None, 16, net, lambda: load_images("digits", resolution=16),
+                                     50, cpu)
+    expected = score_generator(load_generator(authors_file, arch="autogan_cifar10_a"), net, reference, 100, 50, 10,
+                               12345, cpu)
+    assert results[0] == pytest.approx(expected, rel=1e-9)
+    code, stdout, _ = run(evaluate.main, [*argv, "--arch", "autogan_cifar10_a"], capsys)
+    assert code == 0 and "avg_gen_state_dict of AutoGAN checkpoint" in stdout and "epoch 320" in stdout
+
+
+@pytest.mark.parametrize("words, arch", [
+    ([str(v) for v in train.PAPER_ARCH], train.PAPER_ARCH),             # AutoGAN's own spelling: separate ints
+    ([" ".join(map(str, train.PAPER_ARCH))], train.PAPER_ARCH),         # one quoted string
+    ([",".join(map(str, train.PAPER_ARCH))], train.PAPER_ARCH),         # as AutoGAN prints it
+    (["autogan_cifar10_b"], (1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 3)),  # a released generator's name
+], ids=["separate", "string", "commas", "name"])
+def test_train_arch_spellings(words, arch):
+    assert train.chosen_arch(train.build_parser().parse_args(["--arch", *words])) == arch
+
+
 # --------------------------------------------------------------------------------------------- bad input
 
+class Foreign:
+    """A class no weights file needs."""
+
+
 @pytest.fixture
-def bad_inputs(tmp_path, full_run):
+def bad_inputs(tmp_path, full_run, authors_file):
     """Files the bad-input cases point at; returns the placeholders their argv use."""
+    torch.save({"avg_gen_state_dict": {}, "args": Foreign()}, tmp_path / "foreign.pt")
+    torch.save({"epoch": 3}, tmp_path / "neither.pt")
+    torch.save(randomize(AuthorsGenerator((1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3), 8, 8, 2), 1).state_dict(),
+               tmp_path / "authors_c.pth")
     (tmp_path / "malformed.json").write_text("{not json")
     (tmp_path / "two.json").write_text(json.dumps({"archs": [{"arch": list(train.PAPER_ARCH)}] * 2}))
     (tmp_path / "short.json").write_text(json.dumps({"archs": [{"arch": [1, 0, 1, 1]}]}))
@@ -220,7 +267,7 @@ def bad_inputs(tmp_path, full_run):
     torch.save({"format": "autogan_fast.search/1"}, tmp_path / "search.pt")
     (tmp_path / "search_run").mkdir()
     torch.save({"format": "autogan_fast.search/1"}, tmp_path / "search_run" / "checkpoint.pt")
-    return {"tmp": tmp_path, "ckpt": full_run / "checkpoint.pt"}
+    return {"tmp": tmp_path, "ckpt": full_run / "checkpoint.pt", "authors": authors_file}
 
 
 BAD_INPUTS = [
@@ -230,6 +277,8 @@ BAD_INPUTS = [
     ("train", ["--arch", "1 0 1 1"], "14 integers", "a stage-0 arch cannot be trained as a full generator"),
     ("train", ["--arch", "1 0 1 1 1 0"], "length 4, 9 or 14", "no stage has 6 decisions"),
     ("train", ["--arch", "1 0 1 1 1 0 0 1 1 1 0 1 0 9"], "skip-ins", "a code outside its decision's range"),
+    ("train", ["--arch", "1", "0", "1", "1"], "14 integers", "separate ints of a stage-0 arch"),
+    ("train", ["--arch", "autogan_cifar10_z"], "unknown architecture 'autogan_cifar10_z'", "a name never released"),
     ("train", ["--arch-from", "{tmp}/missing/result.json"], "no such file", "--arch-from a file that is not there"),
     ("train", ["--arch-from", "{tmp}/malformed.json"], "not a search result.json", "--arch-from garbage"),
     ("train", ["--arch-from", "{tmp}/two.json", "--rank", "3"], "out of range", "rank past the last arch"),
@@ -254,6 +303,25 @@ BAD_INPUTS = [
     ("evaluate", ["--checkpoint", "{tmp}/missing.pt"], "no checkpoint at", "a checkpoint that is not there"),
     ("evaluate", ["--checkpoint", "{tmp}/search.pt"], "not a checkpoint of autogan_fast.train",
      "a search checkpoint holds no trained generator"),
+    ("evaluate", ["--checkpoint", "{tmp}/authors_c.pth"], "does not say its architecture",
+     "AutoGAN's bare state dict needs --arch"),
+    ("evaluate", ["--checkpoint", "{tmp}/authors_c.pth", "--arch", "autogan_cifar10_a"],
+     "unexpected key 'cell1.n1.weight'", "BN entries under an arch without norms (strict loading accepts them)"),
+    ("evaluate", ["--checkpoint", "{authors}", "--arch", "autogan_cifar10_c"], "missing key 'cell1.n1.weight'",
+     "an arch with BN in cell 1 needs its entries"),
+    ("evaluate", ["--checkpoint", "{authors}", "--arch", "0 0 1 1 1 0 0 1 1 1 0 1 0 3"], "post-activation",
+     "AutoGAN's derived generators are pre-activation only"),
+    ("evaluate", ["--checkpoint", "{authors}", "--arch", "1 0 1 1 1 0 0 1 1 1 0 1 0 9"], "--arch: architecture",
+     "a code outside its decision's range"),
+    ("evaluate", ["--checkpoint", "{authors}", "--arch", "autogan_cifar10_a", "--inception-weights",
+                  "{tmp}/missing.pth"], "Inception-v3 weights file not found",
+     "AutoGAN's files are CIFAR-10 generators: Inception is their default feature network"),
+    ("evaluate", ["--checkpoint", "{ckpt}", "--arch", "autogan_cifar10_b"], "not the 1 0 1 1 1 0 1",
+     "a train checkpoint's own arch is not the one given"),
+    ("evaluate", ["--checkpoint", "{tmp}/foreign.pt"], "refusing to load", "a pickle holding an arbitrary class"),
+    ("evaluate", ["--checkpoint", "{tmp}/neither.pt"], "matches no generator layout", "a dict of no known layout"),
+    ("evaluate", ["--save-stats", "{tmp}/s.npz", "--arch", "autogan_cifar10_a"], "--arch only applies with "
+     "--checkpoint", "an arch with nothing to load"),
     ("evaluate", [], "exactly one", "nothing to do"),
     ("evaluate", ["--checkpoint", "{ckpt}", "--save-stats", "{tmp}/s.npz"], "exactly one", "two jobs at once"),
     ("evaluate", ["--save-stats", "{tmp}/nowhere/s.npz"], "does not exist", "stats into a missing folder"),
@@ -288,3 +356,18 @@ def test_help_runs_as_a_module():
     for flag in ("--max-iter", "--n-critic", "--ema", "--lr-decay", "--arch-from", "--rank", "--resume",
                  "--stop-after", "--preset"):
         assert flag in result.stdout
+
+
+def test_train_tensorboard_curves(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, _ = run(train.main, [*TINY, "--out", tmp_path / "r", "--tensorboard"], capsys)
+    assert code == 0
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert {"train/inception_score", "train/fid", "train/d_loss", "train/g_loss", "train/g_lr"} <= \
+        set(events.Tags()["scalars"])
+    logged = [json.loads(ln) for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    fids = [e["fid"] for e in logged if e["event"] == "eval"]
+    assert [s.value for s in events.Scalars("train/fid")] == pytest.approx(fids, rel=1e-6)  # fp32 in the file
