@@ -188,12 +188,14 @@ def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size:
                    device: torch.device) -> Iterator[torch.Tensor]:
     """Batches of generated images, quantized to uint8 exactly as real images are stored.
 
-    Runs `gen` as it is (the caller chooses train or eval mode) without gradients.
+    Runs `gen` as it is (the caller chooses train or eval mode) without gradients. Every batch draws
+    a full `batch_size` of noise and generates it, the last one then cut to the images still wanted:
+    one static shape (what a captured reward pipeline needs) and the same random stream as one.
     """
     for start in range(0, num_images, batch_size):
-        z = torch.randn(min(batch_size, num_images - start), latent_dim, device=device)
+        z = torch.randn(batch_size, latent_dim, device=device)
         with torch.no_grad():
-            yield quantize_images(gen(z))
+            yield quantize_images(gen(z))[: num_images - start]
 
 
 def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
