@@ -71,16 +71,19 @@ class SearchConfig(InputSettings):
     num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
     seed: int = 12345  # seed of every random stream
     device: str = "auto"  # auto, cpu or cuda
+    engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
+    graph_cache_size: int = 256  # captured graphs kept (least recently used dropped): ~2 per architecture
 
     def validate(self) -> SearchConfig:
         """Raise UsageError naming the first bad setting."""
         positive = ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
                     "topk", "rl_num_eval_img", "is_splits", "gen_bs", "dis_bs", "gf_dim", "df_dim",
                     "latent_dim", "bottom_width", "n_critic", "hid_size", "dynamic_reset_window",
-                    "eval_batch_size", "num_grid_images")
+                    "eval_batch_size", "num_grid_images", "graph_cache_size")
         check_positive(self, (*positive, "g_lr", "d_lr", "ctrl_lr"))
         if self.search_mode not in SEARCH_MODES:
             raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
+        check_engine(self.engine)
         check_shared_settings(self)
         if self.topk > self.num_candidate:
             raise UsageError(f"--topk ({self.topk}) must not exceed --num-candidate ({self.num_candidate})")
@@ -167,6 +170,14 @@ def check_shared_settings(config: Any) -> None:
         raise UsageError(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
+
+
+ENGINES = ("auto", "eager", "graph")
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
 def default_feature_net(dataset: str, feature_net: str | None) -> str:

@@ -16,7 +16,7 @@ Deliberate differences from the reference, both for speed:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +40,9 @@ class SharedGAN:
     dis_opt: torch.optim.Adam
 
     @classmethod
-    def create(cls, config: SearchConfig, device: torch.device) -> SharedGAN:
+    def create(cls, config: SearchConfig, device: torch.device, capturable: bool = False) -> SharedGAN:
+        """Fresh nets (AutoGAN's init) and Adam optimizers; `capturable` Adam keeps its step counts on the
+        device, as CUDA-graph capture needs (the graph engine on CUDA)."""
         gen = SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width)
         dis = Discriminator(config.df_dim)
         init_weights(gen)
@@ -49,8 +51,8 @@ class SharedGAN:
         gen.to(device)
         dis.to(device)
         betas = (config.beta1, config.beta2)
-        return cls(gen, dis, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
-                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas))
+        return cls(gen, dis, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas, capturable=capturable),
+                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas, capturable=capturable))
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
@@ -67,15 +69,26 @@ class SharedGAN:
 
 
 class LossWindow:
-    """The last `size` losses in a device ring buffer; the variance check is AutoGAN's dynamic reset."""
+    """The last `size` losses in a device ring buffer; the variance check is AutoGAN's dynamic reset.
+
+    `push` (eager engine) writes at the host-counted slot; `push_` (graph engine, capture-safe) writes at
+    a device-held position and leaves `count` to the caller, who advances it outside the captured step.
+    Both fill the ring in the same order.
+    """
 
     def __init__(self, size: int, device: torch.device):
         self.values = torch.zeros(size, device=device)
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # next slot, for `push_`
         self.count = 0  # losses pushed since the last clear (host counter: no sync)
 
     def push(self, loss: torch.Tensor) -> None:
         self.values[self.count % len(self.values)] = loss.detach()
         self.count += 1
+
+    def push_(self, loss: torch.Tensor) -> None:
+        """Device-only push (no host index, no count): what a captured step records."""
+        self.values.index_copy_(0, self.position.view(1), loss.detach().view(1).to(self.values.dtype))
+        self.position.add_(1).remainder_(len(self.values))
 
     @property
     def full(self) -> bool:
@@ -83,6 +96,7 @@ class LossWindow:
 
     def clear(self) -> None:
         self.count = 0
+        self.position.zero_()
 
     def state_dict(self) -> dict:
         return {"values": self.values.cpu(), "count": self.count}
@@ -90,6 +104,7 @@ class LossWindow:
     def load_state_dict(self, state: dict) -> None:
         self.values.copy_(state["values"])
         self.count = int(state["count"])
+        self.position.fill_(self.count % len(self.values))
 
 
 def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:
@@ -144,9 +159,10 @@ class TrainSummary:
 
 
 def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, stage: int,
-                 sample_arch: Callable[[], torch.Tensor], g_window: LossWindow, d_window: LossWindow,
+                 archs: Sequence[Sequence[int]], g_window: LossWindow, d_window: LossWindow,
                  progress: Callable[[int], None] | None = None) -> TrainSummary:
-    """Train the shared GAN for `config.shared_epoch` epochs, one sampled architecture per step.
+    """The eager engine: one D step per architecture of `archs` (the phase's, sampled before it starts;
+    `config.shared_epoch` epochs of them), the G step on D steps 0, n_critic, 2 n_critic, ...
 
     Ends early on a dynamic reset (clearing both windows); the caller re-initializes the GAN after
     the iteration's controller steps, as AutoGAN does.
@@ -156,14 +172,14 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     gan.set_stage(stage)
     resolution = gan.gen.output_resolution(stage)
     device = data.device
-    total_steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+    total_steps = len(archs)
     real_batches = data.batches(config.dis_bs, resolution)  # a fresh pass, as AutoGAN's new loader iterator
     d_sum = torch.zeros((), device=device)
     g_sum = torch.zeros((), device=device)
     g_steps = 0
     reset = False
-    for step in range(total_steps):
-        gan.gen.set_arch(sample_arch().tolist())  # host sync: the arch picks the Python path
+    for step, arch in enumerate(archs):
+        gan.gen.set_arch(arch)  # a host list: choosing the path reads nothing from the device
         d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim)
         d_window.push(d_loss)
         d_sum += d_loss

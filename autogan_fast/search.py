@@ -24,13 +24,15 @@ from .cli import (
 )
 from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
 from .errors import UsageError
+from .graph_engine import resolve_engine
 from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
 from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 from .tensorboard import check_tensorboard, scalar_logger
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
-RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size")
+RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size", "engine",
+                       "graph_cache_size")
 
 
 def build_parser() -> ArgumentParser:
@@ -82,16 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.tensorboard:
         check_tensorboard()
     device, data, feature_net = open_inputs(config, resolution=config.bottom_width * 8)
+    engine = resolve_engine(config.engine, device)
 
     if saved is None:
         run_dir = create_run_dir(args.out)
         write_json(run_dir / CONFIG, {**dataclasses.asdict(config), "preset": args.preset})
-        state = SearchState.create(config, device)
+        state = SearchState.create(config, device, engine)
     else:
-        state = SearchState.from_state_dict(saved, config, device)
+        state = SearchState.from_state_dict(saved, config, device, engine)
         JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
     if not args.quiet:
-        print(f"run folder: {run_dir}  device: {device}  feature net: {feature_net.name}", file=sys.stderr)
+        print(f"run folder: {run_dir}  device: {device}  engine: {engine}  feature net: {feature_net.name}",
+              file=sys.stderr)
 
     curves = scalar_logger(args.tensorboard, run_dir)
     try:

@@ -22,6 +22,8 @@ from .config import SearchConfig
 from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
 from .data import DeviceImageData, quantize_images
 from .engine import LossWindow, SharedGAN, inception_score, train_shared
+from .graph_engine import train_shared_graph
+from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
 from .run_dir import (
     CHECKPOINT,
@@ -55,15 +57,17 @@ class SearchState:
     beams: Beams | None = None
     best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
+    engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
 
     @classmethod
-    def create(cls, config: SearchConfig, device: torch.device) -> SearchState:
-        gan = SharedGAN.create(config, device)
+    def create(cls, config: SearchConfig, device: torch.device, engine: str = "eager") -> SearchState:
+        gan = SharedGAN.create(config, device, capturable=engine == "graph")
         stage = config.stage_at(0)
         controller, ctrl_opt = new_controller(config, stage, device)
         window = config.dynamic_reset_window
         return cls(config, gan, controller, ctrl_opt, LossWindow(window, device), LossWindow(window, device),
-                   torch.randn(config.num_grid_images, config.latent_dim, device=device), stage=stage)
+                   torch.randn(config.num_grid_images, config.latent_dim, device=device), stage=stage,
+                   engine=engine)
 
     def state_dict(self) -> dict:
         beams = None if self.beams is None else {k: v.cpu() for k, v in dataclasses.asdict(self.beams).items()}
@@ -77,9 +81,10 @@ class SearchState:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict, config: SearchConfig, device: torch.device) -> SearchState:
+    def from_state_dict(cls, state: dict, config: SearchConfig, device: torch.device,
+                        engine: str = "eager") -> SearchState:
         """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
-        self = cls.create(config, device)
+        self = cls.create(config, device, engine)
         self.search_iter, self.stage = state["search_iter"], state["stage"]
         self.gan.load_state_dict(state["gan"])
         self.controller, self.ctrl_opt = new_controller(config, self.stage, device)
@@ -128,9 +133,13 @@ def distinct(ranked: list[tuple[list[int], float]]) -> list[tuple[list[int], flo
 
 
 @torch.no_grad()
-def sample_arch(state: SearchState) -> torch.Tensor:
-    """One architecture from the controller (from a random beam), for a shared-GAN step."""
-    return state.controller.sample(1, state.beams).archs[0]
+def sample_phase_archs(state: SearchState, steps: int) -> list[list[int]]:
+    """The architectures of a whole shared-training phase, in one batched controller call before it starts.
+
+    The controller does not change during the phase, so this is the distribution of one call per step
+    (AutoGAN), and choosing a step's graph then reads nothing from the device.
+    """
+    return state.controller.sample(steps, state.beams).archs.tolist()  # host sync: one per phase
 
 
 def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
@@ -187,6 +196,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     config = state.config
     curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG)
+    graphs = GraphCache(capture_backend(device), config.graph_cache_size) if state.engine == "graph" else None
     started = time.perf_counter()
     search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
                       disable=quiet, dynamic_ncols=True)
@@ -200,12 +210,18 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
 
         steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+        archs = sample_phase_archs(state, steps)
         with tqdm(total=steps, desc=f"  shared GAN (stage {state.stage})", leave=False, disable=quiet,
                   dynamic_ncols=True) as bar:
-            summary = train_shared(
-                state.gan, data, config, state.stage,
-                lambda: sample_arch(state), state.g_window, state.d_window, progress=bar.update)
+            if graphs is None:
+                summary = train_shared(state.gan, data, config, state.stage, archs, state.g_window,
+                                       state.d_window, progress=bar.update)
+            else:
+                summary = train_shared_graph(state.gan, data, config, state.stage, archs, state.g_window,
+                                             state.d_window, graphs, progress=bar.update)
         log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
+        if graphs is not None:
+            log.write("graph_cache", it, **graphs.stats.as_dict())
         curves.scalars("shared_gan", {"d_loss": summary.d_loss, "g_loss": summary.g_loss,
                                       "dynamic_reset": int(summary.dynamic_reset)}, it)
 
@@ -214,7 +230,9 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             scored = train_controller(state, feature_net, device, log, bar, curves)
 
         if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
-            state.gan = SharedGAN.create(config, device)
+            state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph")
+            if graphs is not None:
+                graphs.clear()  # the graphs hold the old networks' buffers
             log.write("dynamic_reset", it, stage=state.stage)
 
         iteration_best = max(scored, key=lambda item: item[1])[0]

@@ -60,7 +60,8 @@ def test_dynamic_reset_ends_training_early_and_clears_windows():
     data = DeviceImageData(load_images("digits")[:160], "cpu")
     gan = SharedGAN.create(config, torch.device("cpu"))
     g_window, d_window = LossWindow(4, torch.device("cpu")), LossWindow(4, torch.device("cpu"))
-    summary = train_shared(gan, data, config, 0, lambda: torch.tensor([0, 1, 1, 0]), g_window, d_window)
+    archs = [[0, 1, 1, 0]] * (5 * data.steps_per_epoch(config.dis_bs))
+    summary = train_shared(gan, data, config, 0, archs, g_window, d_window)
     assert summary.dynamic_reset and summary.steps == 4 and summary.g_steps == 4
     assert g_window.count == d_window.count == 0
 
@@ -71,8 +72,8 @@ def test_shared_training_runs_its_epochs_and_changes_both_nets():
     data = DeviceImageData(load_images("digits")[:64], "cpu")
     gan = SharedGAN.create(config, torch.device("cpu"))
     before = [p.detach().clone() for p in (gan.gen.l1.weight, gan.dis.l5.weight_orig)]
-    archs = iter([[0, 0, 0, 0], [1, 1, 1, 1], [1, 2, 2, 1], [0, 1, 0, 1]] * 4)
-    summary = train_shared(gan, data, config, 0, lambda: torch.tensor(next(archs)),
+    archs = [[0, 0, 0, 0], [1, 1, 1, 1], [1, 2, 2, 1], [0, 1, 0, 1]] * 2  # 2 epochs of 4 batches
+    summary = train_shared(gan, data, config, 0, archs,
                            LossWindow(100, torch.device("cpu")), LossWindow(100, torch.device("cpu")))
     assert (summary.steps, summary.g_steps, summary.dynamic_reset) == (8, 4, False)
     assert not torch.equal(before[0], gan.gen.l1.weight) and not torch.equal(before[1], gan.dis.l5.weight_orig)
@@ -84,7 +85,7 @@ def test_g_steps_come_on_d_steps_0_n_2n():
     config = preset_config("demo", **TINY, shared_epoch=1, n_critic=5).validate()
     data = DeviceImageData(load_images("digits")[:11 * 16], "cpu")  # 11 batches of 16: one epoch
     gan = SharedGAN.create(config, torch.device("cpu"))
-    summary = train_shared(gan, data, config, 0, lambda: torch.tensor([0, 1, 1, 0]),
+    summary = train_shared(gan, data, config, 0, [[0, 1, 1, 0]] * 11,
                            LossWindow(100, torch.device("cpu")), LossWindow(100, torch.device("cpu")))
     assert (summary.steps, summary.g_steps) == (11, 3)
 

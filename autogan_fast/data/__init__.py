@@ -81,6 +81,11 @@ class DeviceImageData:
         return max(1, len(self) // batch_size)
 
 
+def gather_batch(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """uint8 images[index] as a float batch in [-1, 1] (on the images' device: no host work)."""
+    return images[index].float().div_(127.5).sub_(1.0)
+
+
 class EpochBatches:
     """Batches of shuffled epochs without replacement, as AutoGAN's shuffled DataLoader gives them.
 
@@ -103,13 +108,17 @@ class EpochBatches:
         self.perm = torch.cat([torch.randperm(n, device=self.images.device) for _ in range(copies)])
         self.position = 0
 
-    def next(self) -> torch.Tensor:
+    def next_index(self) -> torch.Tensor:
+        """The image indices of the next batch (a view of the epoch's permutation, on the device)."""
         if self.perm is None or self.position == self.per_epoch:
             self._new_epoch()
         start = self.position * self.batch_size
         self.position += 1
-        index = self.perm[start:start + self.batch_size]
-        return self.images[index].float().div_(127.5).sub_(1.0)
+        return self.perm[start:start + self.batch_size]
+
+    def next(self) -> torch.Tensor:
+        """The next batch in [-1, 1]."""
+        return gather_batch(self.images, self.next_index())
 
     def state_dict(self) -> dict:
         return {"perm": None if self.perm is None else self.perm.cpu(), "position": self.position}
