@@ -132,6 +132,7 @@ class TrainConfig(InputSettings):
     num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
     seed: int = 12345  # seed of every random stream (scoring noise included)
     device: str = "auto"  # auto, cpu or cuda
+    engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
 
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first bad setting."""
@@ -141,6 +142,7 @@ class TrainConfig(InputSettings):
         for name in ("beta1", "beta2", "ema"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        check_engine(self.engine)
         check_shared_settings(self)
         if self.num_eval_imgs < max(self.is_splits, 2):
             raise UsageError(f"--num-eval-imgs ({self.num_eval_imgs}) must be at least --is-splits "

@@ -68,6 +68,33 @@ class SharedGAN:
         self.dis.stage = stage
 
 
+def make_capturable(opt: torch.optim.Optimizer, capturable: bool, tensor_lr: bool = False) -> None:
+    """Set an Adam optimizer's `capturable` mode after `load_state_dict` (which restores the saved run's
+    flags): step counts on the parameters' device when capturable (CUDA graphs), on the host otherwise;
+    with `tensor_lr` the learning rate becomes a device tensor, so a captured step reads its current
+    value (learning-rate decay under CUDA graphs)."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+        lr = group["lr"]
+        if tensor_lr and not isinstance(lr, torch.Tensor):
+            group["lr"] = torch.tensor(float(lr), device=group["params"][0].device)
+        elif not tensor_lr and isinstance(lr, torch.Tensor):
+            group["lr"] = float(lr)  # host sync: once, when the optimizer is set up
+        for p in group["params"]:
+            state = opt.state.get(p)
+            if state and "step" in state:
+                state["step"] = state["step"].to(p.device if capturable else "cpu", torch.float32)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a tensor one (see `make_capturable`) is filled in place."""
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
 class LossWindow:
     """The last `size` losses in a device ring buffer; the variance check is AutoGAN's dynamic reset.
 

@@ -34,8 +34,10 @@ from .cli import (
 from .config import TrainConfig, config_from_dict, flag
 from .data import DeviceImageData, EpochBatches
 from .derived import DerivedGenerator
-from .engine import discriminator_step, generator_step
+from .engine import discriminator_step, generator_step, make_capturable, set_lr
 from .errors import UsageError
+from .graph_engine import GANStep, resolve_engine
+from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
 from .metrics.reference import reference_statistics
 from .metrics.scoring import score_generator
@@ -73,8 +75,8 @@ DEMO_OVERRIDES: dict[str, object] = dict(
 )
 PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {"dataset": "cifar10"}}
 # Settings a resumed run may change: where things are, how long to go on and how it is scored.
-RESUMABLE_OVERRIDES = ("max_iter", "data_path", "inception_weights", "device", "eval_batch_size", "val_freq",
-                       "num_eval_imgs")
+RESUMABLE_OVERRIDES = ("max_iter", "data_path", "inception_weights", "device", "engine", "eval_batch_size",
+                       "val_freq", "num_eval_imgs")
 
 
 def preset_config(preset: str, **overrides: object) -> TrainConfig:
@@ -147,6 +149,7 @@ class TrainState:
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
     real_batches: EpochBatches | None = None  # the shuffled epochs of real images (set by `attach_data`)
     batches_state: dict | None = None  # a checkpoint's epoch position, applied by `attach_data`
+    engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
 
     def attach_data(self, data: DeviceImageData) -> None:
         """Draw real batches from `data`, continuing the checkpointed epoch when resuming."""
@@ -155,8 +158,10 @@ class TrainState:
             self.real_batches.load_state_dict(self.batches_state)
 
     @classmethod
-    def create(cls, config: TrainConfig, arch: tuple[int, ...], device: torch.device) -> TrainState:
-        """Fresh nets with AutoGAN's init (xavier uniform), SN on every D layer, D at its full stage."""
+    def create(cls, config: TrainConfig, arch: tuple[int, ...], device: torch.device,
+               engine: str = "eager") -> TrainState:
+        """Fresh nets with AutoGAN's init (xavier uniform), SN on every D layer, D at its full stage.
+        The graph engine's Adam is capturable, with its learning rate a device tensor (decay in place)."""
         gen = DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width)
         dis = Discriminator(config.df_dim)
         init_weights(gen)
@@ -167,9 +172,18 @@ class TrainState:
         dis.to(device)
         ema = copy.deepcopy(gen).requires_grad_(False)
         betas = (config.beta1, config.beta2)
-        return cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
-                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas),
-                   torch.randn(config.num_grid_images, config.latent_dim, device=device))
+        state = cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
+                    torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas),
+                    torch.randn(config.num_grid_images, config.latent_dim, device=device), engine=engine)
+        state.configure_optimizers()
+        return state
+
+    def configure_optimizers(self) -> None:
+        """Adam's mode for the engine (after a checkpoint's `load_state_dict` too, which restores the saved
+        run's flags)."""
+        graph = self.engine == "graph"
+        for opt in (self.gen_opt, self.dis_opt):
+            make_capturable(opt, capturable=graph, tensor_lr=graph)
 
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * G for parameters (AutoGAN's gen_avg_param); buffers copied."""
@@ -180,8 +194,7 @@ class TrainState:
 
     def set_lr_scale(self, scale: float) -> None:
         for opt, base in ((self.gen_opt, self.config.g_lr), (self.dis_opt, self.config.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = base * scale
+            set_lr(opt, base * scale)
 
     def generator_state(self) -> dict:
         """What scoring needs (best.pt holds just this): settings, architecture, G, its EMA, latest metrics."""
@@ -195,14 +208,16 @@ class TrainState:
                 "real_batches": None if self.real_batches is None else self.real_batches.state_dict()}
 
     @classmethod
-    def from_state_dict(cls, state: dict, config: TrainConfig, device: torch.device) -> TrainState:
+    def from_state_dict(cls, state: dict, config: TrainConfig, device: torch.device,
+                        engine: str = "eager") -> TrainState:
         """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
-        self = cls.create(config, tuple(state["arch"]), device)
+        self = cls.create(config, tuple(state["arch"]), device, engine)
         self.gen.load_state_dict(state["gen"])
         self.dis.load_state_dict(state["dis"])
         self.ema.load_state_dict(state["ema"])
         self.gen_opt.load_state_dict(state["gen_opt"])
         self.dis_opt.load_state_dict(state["dis_opt"])
+        self.configure_optimizers()
         self.fixed_z = state["fixed_z"].to(device)
         self.iter, self.last, self.best = state["iter"], state["metrics"], state["best"]
         self.wall_seconds = state["wall_seconds"]
@@ -229,8 +244,15 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     log = JsonlLog(run_dir / LOG, counter="iter")
     state.attach_data(data)
     started = time.perf_counter()
-    d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
-    g_sum = torch.zeros((), device=device)
+    graphs = step = None
+    if state.engine == "graph":  # two graphs: the D step, and the D + G + EMA step
+        graphs = GraphCache(capture_backend(device), max_graphs=2)
+        step = GANStep(state.gen, state.dis, state.gen_opt, state.dis_opt, state.real_batches.images,
+                       config.dis_bs, config.gen_bs, config.latent_dim, after_g=state.update_ema)
+        d_sum, g_sum = step.d_sum, step.g_sum  # summed inside the graphs
+    else:
+        d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
+        g_sum = torch.zeros((), device=device)
     since = 0
     bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter", disable=quiet,
                dynamic_ncols=True)
@@ -238,6 +260,10 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         if config.lr_decay:
             state.set_lr_scale(1.0 - state.iter / config.max_iter)
         for j in range(config.n_critic):  # AutoGAN: the G step follows D steps 0, n_critic, 2 n_critic, ...
+            if graphs is not None:
+                step.real_index.copy_(state.real_batches.next_index())  # device to device, outside the graph
+                graphs.run(("train", j == 0, config.dis_bs, config.gen_bs), step.d_g_step if j == 0 else step.d_step)
+                continue
             d_sum += discriminator_step(state.gen, state.dis, state.dis_opt, state.real_batches.next(),
                                         config.latent_dim)
             if j == 0:
@@ -264,10 +290,10 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         state.wall_seconds += time.perf_counter() - started
         started = time.perf_counter()
         log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
-                  g_lr=state.gen_opt.param_groups[0]["lr"], best_fid=state.best["fid"],
+                  g_lr=float(state.gen_opt.param_groups[0]["lr"]), best_fid=state.best["fid"],
                   wall_seconds=state.wall_seconds)
         curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
-                                 "g_lr": state.gen_opt.param_groups[0]["lr"]}, state.iter)
+                                 "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
         if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
             save_checkpoint(run_dir / BEST, state.generator_state())
         save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
@@ -337,15 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         check_tensorboard()
     resolution = config.bottom_width * 8
     device, data, feature_net = open_inputs(config, resolution)
+    engine = resolve_engine(config.engine, device)
     reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
                                      lambda: data.images, config.eval_batch_size, device)
 
     if saved is None:
         run_dir = create_run_dir(args.out)
         write_json(run_dir / CONFIG, {**dataclasses.asdict(config), "arch": list(arch), "preset": args.preset})
-        state = TrainState.create(config, arch, device)
+        state = TrainState.create(config, arch, device, engine)
     else:
-        state = TrainState.from_state_dict(saved, config, device)
+        state = TrainState.from_state_dict(saved, config, device, engine)
         JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
     if not args.quiet:
         params = sum(p.numel() for p in state.gen.parameters())

@@ -1,0 +1,260 @@
+"""The search reward as a captured pipeline: generate -> uint8 -> feature network -> IS statistics.
+
+Per batch of `batch_size` images, over static buffers:
+  1. the generator step (one captured graph per architecture and batch): noise drawn on the device
+     into the noise buffer (`normal_`, as `torch.randn` draws it), `gen` in eval mode, quantized to
+     uint8 exactly as real images are stored (`quantize_images`) into the uint8 image buffer of that
+     resolution;
+  2. the feature step (one captured graph per batch, precision and resolution: the resolution
+     changes with the search stage, and a graph reads the image buffer it was captured with): the
+     feature network (which resizes internally, e.g. Inception's TF1-style resize to 299) writes
+     float32 features and logits into their buffers;
+  3. `InceptionStats.update(features[:r], logits[:r])`, eagerly (it launches without a host sync;
+     r = images still wanted: every batch draws and generates a full batch, the last one is cut).
+Keys in the `GraphCache`: ("reward-gen", key, batch_size) and ("reward-features", batch_size,
+precision, (H, W)); `key` must identify the generator's architecture (e.g. (stage, tuple(arch))):
+two architectures under one key would replay the first one's graph. One cache may serve one
+`RewardPipeline` (its graphs hold this pipeline's buffers), next to any other steps of the search.
+Without a cache the same steps run eagerly; with `GraphCache(CaptureBackend(), ...)` (the CPU) the
+same code runs through the cache.
+
+Host reads. `score` reads the device once: `InceptionStats.inception_score()` at its end. "Between
+its two reads" (the previous reward's final read and this one's) nothing reads a device value:
+`accumulate` (everything but the read) runs under `sync_guard.NoHostSync` in tests/test_reward.py,
+and under `torch.cuda.set_sync_debug_mode("error")` in the GPU test.
+
+Random stream. The eager reward (`engine.inception_score`) draws `torch.randn(batch_size, latent)`
+per batch, full batches cut after generation; this pipeline draws the same full batches in the same
+order with `normal_` on its noise buffer, so uncaptured in fp32 on the CPU it gives the same float
+bit for bit (a test). Captured on a GPU the draws are the same Philox stream (graph-safe RNG).
+
+Precision (`--reward-precision`), of the feature step only; the generator always runs as the
+training runs it:
+  - fp32: exact fp32 matmuls and convolutions (TF32 off for cuBLAS and cuDNN, and oneDNN pinned to
+    IEEE where torch has that switch), set around the feature step and restored after;
+  - tf32: TF32 allowed for cuBLAS and cuDNN (CPU kernels ignore it);
+  - bf16: the feature network under `torch.autocast(device_type, torch.bfloat16)`, the uint8 image
+    buffer in channels-last memory format (cuDNN's fast layout; the generator's output is copied into
+    it, no extra pass), fp32 leftovers in TF32; features / logits are stored as fp32 for the stats.
+DEFAULT (to be measured). Until a GPU run measures it, the default is "fp32". The benchmark must
+compute the reward of >= 20 architectures at every precision, the Spearman rank correlation of each
+precision's rewards with fp32's (`spearman`), and the time per reward; the default then moves to
+the fastest precision whose correlation with fp32 is >= 0.98 (`pick_precision`): the controller
+only needs the ranking of architectures, not the reward's last digits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Hashable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .data import quantize_images
+from .graphs import GraphCache
+from .kernels import InceptionStats
+from .metrics.feature_net import FeatureNet
+
+REWARD_PRECISIONS = ("fp32", "tf32", "bf16")
+DEFAULT_REWARD_PRECISION = "fp32"  # until the benchmark measures otherwise (see the header)
+MIN_RANK_CORRELATION = 0.98  # a precision may replace fp32 when its rewards rank architectures this alike
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision switches
+
+
+def _fp32_switches(mode: str) -> list[tuple[object, str, object]]:
+    """(owner, attribute, value) that make fp32 matmuls / convs run as `mode` ("ieee" or "tf32").
+
+    torch >= 2.9 has `fp32_precision` per backend and op; reading the legacy `allow_tf32` after the
+    new API was used can raise, so the new API is used wherever it exists (as kernels/upsample_conv
+    reads it)."""
+    backends = torch.backends
+    conv = getattr(backends.cudnn, "conv", None)
+    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        switches = [(backends.cuda.matmul, "fp32_precision", mode), (conv, "fp32_precision", mode)]
+        if mode == "ieee":  # oneDNN's reduced-precision fp32 (CPU): off for exact fp32
+            mkldnn = getattr(backends, "mkldnn", None)
+            for op in ("matmul", "conv"):
+                owner = getattr(mkldnn, op, None)
+                if hasattr(owner, "fp32_precision"):
+                    switches.append((owner, "fp32_precision", "ieee"))
+        return switches
+    allow = mode == "tf32"
+    return [(backends.cuda.matmul, "allow_tf32", allow), (backends.cudnn, "allow_tf32", allow)]
+
+
+@contextlib.contextmanager
+def fp32_precision(mode: str) -> Iterator[None]:
+    """Run fp32 matmuls and convolutions as `mode`: "ieee" (exact fp32) or "tf32"; restores on exit."""
+    if mode not in ("ieee", "tf32"):
+        raise ValueError(f"mode must be 'ieee' or 'tf32', got {mode!r}")
+    switches = _fp32_switches(mode)
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in switches]
+    try:
+        for owner, attr, value in switches:
+            setattr(owner, attr, value)
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The context the feature network runs in for `precision` (one of REWARD_PRECISIONS).
+
+    bf16 autocast runs with `cache_enabled=False`, as CUDA-graph capture requires (a cast cached
+    across the capture boundary would be replayed from freed memory); each weight is used once per
+    forward, so the cache saved nothing."""
+    if precision not in REWARD_PRECISIONS:
+        raise ValueError(f"precision must be one of {REWARD_PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        with fp32_precision("tf32"), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                                    cache_enabled=False):
+            yield
+    else:
+        with fp32_precision("ieee" if precision == "fp32" else "tf32"):
+            yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the default by measurement
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation of two reward lists over the same architectures (NaN if one is constant)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two lists of the same length >= 2, got {len(a)} and {len(b)}")
+    from scipy.stats import spearmanr  # scipy is a dependency; imported here, not with the search
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return math.nan  # undefined (scipy warns and returns NaN)
+    rho, _ = spearmanr(a, b)
+    return float(rho)
+
+
+def pick_precision(seconds: dict[str, float], correlation_with_fp32: dict[str, float],
+                   threshold: float = MIN_RANK_CORRELATION) -> str:
+    """The fastest precision whose rewards rank like fp32's (correlation >= threshold); fp32 qualifies."""
+    if "fp32" not in seconds:
+        raise ValueError("seconds must include the fp32 baseline")
+    qualified = [p for p in seconds if p == "fp32" or correlation_with_fp32.get(p, math.nan) >= threshold]
+    return min(qualified, key=lambda p: (seconds[p], REWARD_PRECISIONS.index(p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+
+class RewardPipeline:
+    """Inception Score of `num_images` generated images, in batches of `batch_size`, over static buffers.
+
+    `score(gen, key)` is the reward; `accumulate(gen, key)` does all of it but the final host read and
+    returns the filled `InceptionStats`. `gen` runs in eval mode (its mode is restored after).
+    """
+
+    def __init__(self, feature_net: FeatureNet, num_images: int, batch_size: int, splits: int, latent_dim: int,
+                 device: torch.device | str, precision: str = DEFAULT_REWARD_PRECISION,
+                 cache: GraphCache | None = None):
+        if precision not in REWARD_PRECISIONS:
+            raise ValueError(f"precision must be one of {REWARD_PRECISIONS}, got {precision!r}")
+        for name, value in (("batch_size", batch_size), ("latent_dim", latent_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.feature_net = feature_net
+        self.num_images, self.batch_size, self.splits = num_images, batch_size, splits
+        self.latent_dim = latent_dim
+        self.device = torch.device(device)
+        self.precision = precision
+        self.cache = cache
+        self.stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits,
+                                    device=self.device)  # allocated once, reset per score
+        # Static buffers: every captured step reads and writes these and nothing else that outlives it.
+        self.noise = torch.empty(batch_size, latent_dim, device=self.device)
+        self.features = torch.empty(batch_size, feature_net.num_features, device=self.device)
+        self.logits = torch.empty(batch_size, feature_net.num_classes, device=self.device)
+        self.images: dict[tuple[int, ...], torch.Tensor] = {}  # uint8 (batch, 3, H, W), one per resolution
+        self._gen_images: dict[Hashable, torch.Tensor] = {}  # gen cache key -> the image buffer it writes
+        self._feature_steps: dict[tuple[int, ...], Callable[[], None]] = {}
+
+    # -- the two steps -------------------------------------------------------------------------
+
+    def _image_buffer(self, shape: torch.Size) -> torch.Tensor:
+        """The uint8 buffer of this image shape, created on first use (in a step's eager warm-up)."""
+        shape = tuple(shape)
+        buffer = self.images.get(shape)
+        if buffer is None:
+            layout = torch.channels_last if self.precision == "bf16" else torch.contiguous_format
+            buffer = torch.empty(shape, dtype=torch.uint8, device=self.device, memory_format=layout)
+            self.images[shape] = buffer
+        return buffer
+
+    def _gen_step(self, gen: nn.Module, gen_key: Hashable) -> Callable[[], None]:
+        def step() -> None:
+            with torch.no_grad():
+                self.noise.normal_()  # = torch.randn(batch_size, latent_dim): the same stream
+                images = quantize_images(gen(self.noise))
+                buffer = self._image_buffer(images.shape)
+                buffer.copy_(images)
+            # Python-side memo, written when the step runs in Python (eagerly, at warm-up or capture),
+            # the same at every run of this key: which buffer the (replayed) step fills.
+            self._gen_images[gen_key] = buffer
+
+        return step
+
+    def _feature_step(self, images: torch.Tensor) -> Callable[[], None]:
+        step = self._feature_steps.get(tuple(images.shape))
+        if step is None:
+            def step() -> None:
+                with torch.no_grad(), precision_context(self.precision, self.device):
+                    features, logits = self.feature_net(images)
+                    self.features.copy_(features)  # bf16 -> fp32 where autocast ran
+                    self.logits.copy_(logits)
+
+            self._feature_steps[tuple(images.shape)] = step
+        return step
+
+    def _run(self, key: Hashable, step: Callable[[], None]) -> None:
+        if self.cache is None:
+            step()
+        else:
+            self.cache.run(key, step)
+
+    # -- the reward ----------------------------------------------------------------------------
+
+    def gen_key(self, key: Hashable) -> tuple:
+        return ("reward-gen", key, self.batch_size)
+
+    def feature_key(self, resolution: tuple[int, int]) -> tuple:
+        return ("reward-features", self.batch_size, self.precision, tuple(resolution))
+
+    def accumulate(self, gen: nn.Module, key: Hashable) -> InceptionStats:
+        """Generate and score all `num_images` images into `self.stats`; no host read of a device value."""
+        stats = self.stats
+        stats.reset()
+        gen_key = self.gen_key(key)
+        gen_step = self._gen_step(gen, gen_key)
+        was_training = gen.training
+        gen.eval()
+        try:
+            for start in range(0, self.num_images, self.batch_size):
+                self._run(gen_key, gen_step)
+                images = self._gen_images[gen_key]
+                self._run(self.feature_key(images.shape[2:]), self._feature_step(images))
+                wanted = min(self.batch_size, self.num_images - start)  # host ints only
+                stats.update(self.features[:wanted], self.logits[:wanted])
+        finally:
+            gen.train(was_training)
+        return stats
+
+    def score(self, gen: nn.Module, key: Hashable) -> float:
+        """The reward: mean IS over splits of `num_images` images of `gen` (eval mode)."""
+        return self.accumulate(gen, key).inception_score()[0]  # host sync: the one read per reward
+
+
+__all__ = ["DEFAULT_REWARD_PRECISION", "MIN_RANK_CORRELATION", "REWARD_PRECISIONS", "RewardPipeline",
+           "fp32_precision", "pick_precision", "precision_context", "spearman"]
