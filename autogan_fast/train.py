@@ -292,6 +292,8 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
                   g_lr=float(state.gen_opt.param_groups[0]["lr"]), best_fid=state.best["fid"],
                   wall_seconds=state.wall_seconds)
+        if graphs is not None:
+            log.write("graph_cache", state.iter, **graphs.stats.as_dict())
         curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
                                  "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
         if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it

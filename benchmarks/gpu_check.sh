@@ -43,9 +43,9 @@ step() {  # step NAME SECONDS LOG CMD...: run CMD under a timeout, append its ou
 step nvidia-smi 15 "$OUT/env.txt" nvidia-smi                                                    # 20 s
 step install 60 "$OUT/env.txt" "$PYTHON" -m pip install --no-deps --no-build-isolation -e .      # 65 s
 step pip-freeze 15 "$OUT/env.txt" "$PYTHON" -m pip freeze                                        # 20 s
-step gpu-tests 105 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -m gpu -q tests/                     # 110 s
-step benchmarks 195 "$OUT/bench.log" "$PYTHON" -m benchmarks.run --device cuda --max-seconds 165 \
-    --out "$OUT/bench.json"                                                                      # 200 s
+step gpu-tests 130 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -m gpu -q tests/                     # 135 s
+step benchmarks 170 "$OUT/bench.log" "$PYTHON" -m benchmarks.run --device cuda --max-seconds 140 \
+    --out "$OUT/bench.json"                                                                      # 175 s
 
 cat "$STATUS" >&2
 first_failure=$(awk '$2 != 0 && ($1 == "install" || $1 == "gpu-tests" || $1 == "benchmarks") {print $2; exit}' \
