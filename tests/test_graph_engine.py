@@ -284,3 +284,35 @@ def test_no_host_sync_inside_a_captured_step(cuda_digits):
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert cache.stats.captures == 2 and cache.stats.hits == 4
+
+
+@pytest.mark.parametrize("arch", [
+    pytest.param([1, 1, 1, 1], id="pre-bn-nearest-fused-conv"),
+    pytest.param([0, 2, 2, 1], id="post-in-deconv-shortcut"),
+    pytest.param([1, 0, 0, 0, 1, 1, 2, 1, 1], id="stage1-bilinear-skip"),
+])
+def test_a_training_step_reads_nothing_back_to_the_host(digits, arch):
+    """The captured functions (D step, D + G step with the reset rule) under NoHostSync, after one warm-up
+    (which may build kernel plans, as the cache's warm-up does). Adam is fused here: the CPU's
+    non-capturable Adam reads its step count with .item(); CUDA runs the capturable one."""
+    from autogan_fast.graph_engine import GANStep
+    from autogan_fast.sync_guard import NoHostSync
+
+    stage = (len(arch) - 4) // 5
+    config = preset_config("demo", **TINY, dynamic_reset_window=4).validate()
+    torch.manual_seed(0)
+    gan = SharedGAN.create(config, CPU)
+    gan.gen_opt = torch.optim.Adam(gan.gen.parameters(), config.g_lr, betas=(0.0, 0.9), fused=True)
+    gan.dis_opt = torch.optim.Adam(gan.dis.parameters(), config.d_lr, betas=(0.0, 0.9), fused=True)
+    gan.set_stage(stage)
+    gan.gen.set_arch(arch)
+    d_window, g_window = LossWindow(4, CPU), LossWindow(4, CPU)
+    images = digits.at_resolution(gan.gen.output_resolution(stage))
+    step = GANStep(gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, images, 8, 8, config.latent_dim, d_window, g_window,
+                   1e-3)
+    step.real_index.copy_(torch.arange(8))
+    step.d_g_step()  # warm-up
+    with NoHostSync():
+        step.d_g_step()
+        step.d_step()
+    assert int(d_window.position) == 3 and int(g_window.position) == 2  # the device ring buffers advanced
