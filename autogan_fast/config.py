@@ -73,6 +73,7 @@ class SearchConfig(InputSettings):
     device: str = "auto"  # auto, cpu or cuda
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
     graph_cache_size: int = 256  # captured graphs kept (least recently used dropped): ~2 per architecture
+    reward_precision: str = "fp32"  # feature network of the reward: fp32, tf32, or bf16 (autocast, channels-last)
 
     def validate(self) -> SearchConfig:
         """Raise UsageError naming the first bad setting."""
@@ -84,6 +85,9 @@ class SearchConfig(InputSettings):
         if self.search_mode not in SEARCH_MODES:
             raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         check_engine(self.engine)
+        if self.reward_precision not in REWARD_PRECISIONS:
+            raise UsageError(f"--reward-precision must be one of {', '.join(REWARD_PRECISIONS)}, got "
+                             f"{self.reward_precision!r}")
         check_shared_settings(self)
         if self.topk > self.num_candidate:
             raise UsageError(f"--topk ({self.topk}) must not exceed --num-candidate ({self.num_candidate})")
@@ -175,6 +179,7 @@ def check_shared_settings(config: Any) -> None:
 
 
 ENGINES = ("auto", "eager", "graph")
+REWARD_PRECISIONS = ("fp32", "tf32", "bf16")  # the reward feature network's arithmetic: autogan_fast/reward.py
 
 
 def check_engine(engine: str) -> None:

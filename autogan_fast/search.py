@@ -32,7 +32,7 @@ from .tensorboard import check_tensorboard, scalar_logger
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
 RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size", "engine",
-                       "graph_cache_size")
+                       "graph_cache_size", "reward_precision")
 
 
 def build_parser() -> ArgumentParser:

@@ -25,6 +25,7 @@ from .engine import LossWindow, SharedGAN, inception_score, train_shared
 from .graph_engine import train_shared_graph
 from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
+from .reward import RewardPipeline
 from .run_dir import (
     CHECKPOINT,
     LOG,
@@ -58,6 +59,7 @@ class SearchState:
     best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
+    reward: RewardPipeline | None = None  # the reward's static buffers and graphs (set by `run_search`)
 
     @classmethod
     def create(cls, config: SearchConfig, device: torch.device, engine: str = "eager") -> SearchState:
@@ -143,10 +145,13 @@ def sample_phase_archs(state: SearchState, steps: int) -> list[list[int]]:
 
 
 def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
-    """IS of the generator's current architecture (the reward)."""
+    """IS of the generator's current architecture (the reward), through the run's reward pipeline."""
     config = state.config
-    return inception_score(state.gan.gen, feature_net, config.rl_num_eval_img, config.latent_dim,
-                           config.eval_batch_size, config.is_splits, device)
+    if state.reward is None:
+        return inception_score(state.gan.gen, feature_net, config.rl_num_eval_img, config.latent_dim,
+                               config.eval_batch_size, config.is_splits, device)
+    arch = state.gan.gen.arch
+    return state.reward.score(state.gan.gen, (len(arch), arch))  # host sync: one per reward
 
 
 def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.device, log: JsonlLog,
@@ -196,7 +201,11 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     config = state.config
     curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG)
-    graphs = GraphCache(capture_backend(device), config.graph_cache_size) if state.engine == "graph" else None
+    backend = capture_backend(device)
+    graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
+    reward_graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
+    state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
+                                  config.latent_dim, device, config.reward_precision, reward_graphs)
     started = time.perf_counter()
     search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
                       disable=quiet, dynamic_ncols=True)
@@ -221,7 +230,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                                              state.d_window, graphs, progress=bar.update)
         log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
         if graphs is not None:
-            log.write("graph_cache", it, **graphs.stats.as_dict())
+            log.write("graph_cache", it, **graphs.stats.as_dict(), reward=reward_graphs.stats.as_dict())
         curves.scalars("shared_gan", {"d_loss": summary.d_loss, "g_loss": summary.g_loss,
                                       "dynamic_reset": int(summary.dynamic_reset)}, it)
 
@@ -233,6 +242,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph")
             if graphs is not None:
                 graphs.clear()  # the graphs hold the old networks' buffers
+                reward_graphs.clear()
             log.write("dynamic_reset", it, stage=state.stage)
 
         iteration_best = max(scored, key=lambda item: item[1])[0]

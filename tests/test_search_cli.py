@@ -120,6 +120,7 @@ def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
     pytest.param(["--engine", "graph"], "needs a CUDA device", id="graph-engine-without-cuda",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     (["--graph-cache-size", "0"], "--graph-cache-size must be positive"),
+    (["--reward-precision", "fp16"], "--reward-precision must be one of"),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
     out = tmp_path / "never"
