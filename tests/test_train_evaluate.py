@@ -273,6 +273,7 @@ def bad_inputs(tmp_path, full_run, authors_file):
 BAD_INPUTS = [
     # (tool, argv, expected text on stderr, why this input must be refused)
     ("train", ["--dataset", "imagenet"], "unknown dataset", "a dataset we cannot load"),
+    ("train", ["--engine", "fast"], "--engine must be one of", "an engine that does not exist"),
     ("train", ["--dataset", "cifar10"], "needs --data-path", "CIFAR-10 without its folder"),
     ("train", ["--arch", "1 0 1 1"], "14 integers", "a stage-0 arch cannot be trained as a full generator"),
     ("train", ["--arch", "1 0 1 1 1 0"], "length 4, 9 or 14", "no stage has 6 decisions"),
@@ -371,3 +372,10 @@ def test_train_tensorboard_curves(tmp_path, capsys):
     logged = [json.loads(ln) for ln in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     fids = [e["fid"] for e in logged if e["event"] == "eval"]
     assert [s.value for s in events.Scalars("train/fid")] == pytest.approx(fids, rel=1e-6)  # fp32 in the file
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the graph engine is allowed")
+def test_train_graph_engine_needs_cuda(tmp_path, capsys):
+    code, _, err = run(train.main, [*TINY, "--engine", "graph", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "needs a CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
