@@ -76,9 +76,11 @@ def make_capturable(opt: torch.optim.Optimizer, capturable: bool, tensor_lr: boo
     for group in opt.param_groups:
         group["capturable"] = capturable
         lr = group["lr"]
-        if tensor_lr and not isinstance(lr, torch.Tensor):
-            group["lr"] = torch.tensor(float(lr), device=group["params"][0].device)
-        elif not tensor_lr and isinstance(lr, torch.Tensor):
+        device = group["params"][0].device
+        if tensor_lr:  # a checkpoint's tensor lr comes back on the CPU: a graph would bake its value in
+            group["lr"] = (lr.detach().to(device, torch.float32).clone() if isinstance(lr, torch.Tensor)
+                           else torch.tensor(float(lr), device=device))
+        elif isinstance(lr, torch.Tensor):
             group["lr"] = float(lr)  # host sync: once, when the optimizer is set up
         for p in group["params"]:
             state = opt.state.get(p)

@@ -78,6 +78,12 @@ class GANStep:
         self.armed_host = False  # the host's copy of `armed` (it set it: no read needed)
         self.reset_due = torch.zeros((), dtype=torch.bool, device=device)  # sticky: a reset condition was met
 
+    def new_phase(self) -> None:
+        """Zero the phase's loss sums and the reset flag (between replays: plain device ops)."""
+        for t in (self.d_sum, self.g_sum, self.armed, self.reset_due):
+            t.zero_()
+        self.armed_host = False
+
     def d_step(self) -> None:
         real = gather_batch(self.images, self.real_index)
         d_loss = discriminator_step(self.gen, self.dis, self.dis_opt, real, self.latent_dim)
@@ -110,8 +116,15 @@ def train_shared_graph(gan: SharedGAN, data: DeviceImageData, config: SearchConf
     gan.set_stage(stage)
     resolution = gan.gen.output_resolution(stage)
     real_batches = data.batches(config.dis_bs, resolution)  # a fresh pass, as the eager engine
-    step = GANStep(gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, real_batches.images, config.dis_bs, config.gen_bs,
-                   config.latent_dim, d_window, g_window, config.dynamic_reset_threshold)
+    # The captured graphs read and write this step's buffers by address, and outlive this call: one step
+    # object per (networks, resolution, windows) for the cache's lifetime, its per-phase state reset here.
+    step_key = ("gan-step", id(gan.gen), id(gan.dis), resolution, id(g_window), id(d_window))
+    step = cache.buffers.get(step_key)
+    if step is None:
+        step = cache.buffers[step_key] = GANStep(
+            gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, real_batches.images, config.dis_bs, config.gen_bs,
+            config.latent_dim, d_window, g_window, config.dynamic_reset_threshold)
+    step.new_phase()
     size = len(d_window.values)
     steps = g_steps = 0
     reset = False

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .kernels import invalidate_weight_caches
+
 Step = Callable[[], None]
 
 
@@ -39,6 +41,9 @@ class CaptureBackend:
         """Record `step`; returns what replays it."""
         return step
 
+    def new_pool(self) -> None:
+        """Start a fresh memory pool for later captures (after every graph of the old one is dropped)."""
+
 
 class CudaGraphBackend(CaptureBackend):
     """torch.cuda.CUDAGraph capture into one shared memory pool; warm-up on a side stream."""
@@ -51,7 +56,9 @@ class CudaGraphBackend(CaptureBackend):
     def warmup(self, step: Step) -> None:
         current = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(current)
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.stream(self.stream), warnings.catch_warnings():
+            # capturable Adam warns once when it steps uncaptured: here that is the point (the warm-up)
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
             step()
         current.wait_stream(self.stream)
 
@@ -60,6 +67,9 @@ class CudaGraphBackend(CaptureBackend):
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             step()
         return graph.replay  # the bound method keeps the graph alive as long as the cache holds it
+
+    def new_pool(self) -> None:
+        self.pool = torch.cuda.graph_pool_handle()
 
 
 @dataclass
@@ -93,6 +103,7 @@ class GraphCache:
         self.max_graphs = max_graphs
         self.graphs: OrderedDict[Hashable, Step] = OrderedDict()
         self.failed: set[Hashable] = set()
+        self.buffers: dict[Hashable, object] = {}  # static buffers the graphs address, for the cache's life
         self.stats = GraphStats()
         self._warned = False
 
@@ -102,6 +113,9 @@ class GraphCache:
             self.graphs.move_to_end(key)
             self.stats.hits += 1
             replay()
+            # the replay changed weights in place without bumping their autograd versions: caches keyed
+            # on versions (the fused upsample-conv's phase weights) must not serve the next eager call
+            invalidate_weight_caches()
             return
         if key in self.failed:
             self.stats.eager_runs += 1
@@ -128,9 +142,10 @@ class GraphCache:
             self.stats.evictions += 1
 
     def clear(self) -> None:
-        """Drop every graph (e.g. after the shared GAN is re-created: its buffers are new)."""
+        """Drop every graph and the buffers they address (e.g. after the shared GAN is re-created)."""
         self.graphs.clear()
         self.failed.clear()
+        self.buffers.clear()
 
 
 def capture_backend(device: torch.device) -> CaptureBackend:

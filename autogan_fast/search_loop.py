@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .config import SearchConfig
 from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
 from .data import DeviceImageData, quantize_images
-from .engine import LossWindow, SharedGAN, inception_score, train_shared
+from .engine import LossWindow, SharedGAN, inception_score, make_capturable, train_shared
 from .graph_engine import train_shared_graph
 from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
@@ -89,6 +89,8 @@ class SearchState:
         self = cls.create(config, device, engine)
         self.search_iter, self.stage = state["search_iter"], state["stage"]
         self.gan.load_state_dict(state["gan"])
+        for opt in (self.gan.gen_opt, self.gan.dis_opt):  # the checkpoint restored its run's Adam mode
+            make_capturable(opt, capturable=engine == "graph")
         self.controller, self.ctrl_opt = new_controller(config, self.stage, device)
         self.controller.load_state_dict(state["controller"])
         self.ctrl_opt.load_state_dict(state["ctrl_opt"])
@@ -243,6 +245,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             if graphs is not None:
                 graphs.clear()  # the graphs hold the old networks' buffers
                 reward_graphs.clear()
+                backend.new_pool()  # nothing refers to the old pool any more
             log.write("dynamic_reset", it, stage=state.stage)
 
         iteration_best = max(scored, key=lambda item: item[1])[0]

@@ -14,7 +14,7 @@ from .spectral_norm import (
     spectral_norm_weight_ref,
     spectral_norm_weights,
 )
-from .upsample_conv import upsample_conv2d, upsample_conv2d_ref
+from .upsample_conv import invalidate_weight_caches, upsample_conv2d, upsample_conv2d_ref
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +22,7 @@ __all__ = [
     "SpectralNormGroup",
     "get_backend",
     "inception_stats_update_ref",
+    "invalidate_weight_caches",
     "remove_spectral_norm",
     "set_backend",
     "spectral_norm",

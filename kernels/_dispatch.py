@@ -10,8 +10,9 @@ silently running the reference.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -84,6 +85,32 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
             f"(triton installed: {triton_available()}, TRITON_INTERPRET={triton_interpreter()})"
         )
     return True
+
+
+def _first_tensor(values) -> torch.Tensor | None:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            return value
+        if isinstance(value, (list, tuple)):
+            found = _first_tensor(value)
+            if found is not None:
+                return found
+    return None
+
+
+def on_tensor_device(launcher: Callable) -> Callable:
+    """Run a launcher with the CUDA device of its first tensor argument current: Triton launches on the
+    current device, so tensors on cuda:1 with cuda:0 current would otherwise fault."""
+
+    @functools.wraps(launcher)
+    def wrapper(*args, **kwargs):
+        t = _first_tensor(args)
+        if t is None or not t.is_cuda:
+            return launcher(*args, **kwargs)
+        with torch.cuda.device(t.device):
+            return launcher(*args, **kwargs)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------

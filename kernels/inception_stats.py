@@ -71,7 +71,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._dispatch import check_same_device, check_tensor, get_backend, triton_available, use_triton
+from ._dispatch import check_same_device, check_tensor, get_backend, on_tensor_device, triton_available, use_triton
 
 if triton_available():
     import triton
@@ -255,6 +255,7 @@ def _blocks(num_features: int, num_classes: int) -> _Blocks:
     return _Blocks(block_f, 32, 4, GRAM_STAGES, block_r, block_c, 4)
 
 
+@on_tensor_device
 def inception_stats_update(
     features: torch.Tensor, logits: torch.Tensor, totals: InceptionTotals, row_offset: int, num_images: int
 ) -> None:

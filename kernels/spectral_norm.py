@@ -62,7 +62,7 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_same_device, check_tensor, get_backend, use_triton
+from ._dispatch import check_same_device, check_tensor, get_backend, on_tensor_device, use_triton
 
 try:
     import triton
@@ -456,6 +456,7 @@ def _tables(plan: _Plan) -> tuple[torch.Tensor, ...]:
 # Launchers.
 
 
+@on_tensor_device
 def spectral_norm_forward(weights, us, vs, n_power_iterations: int, eps: float, training: bool,
                           plan: _Plan | None = None):
     """Launch the grouped forward; returns (W_sn packed, u packed, v packed, sigma, plan).
@@ -484,6 +485,7 @@ def spectral_norm_forward(weights, us, vs, n_power_iterations: int, eps: float, 
     return w_sn, u_out, v_out, sigma, plan
 
 
+@on_tensor_device
 def spectral_norm_backward(plan: _Plan, grad: torch.Tensor, w_sn: torch.Tensor, u: torch.Tensor,
                            v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Launch the grouped backward on packed fp32 tensors (as the forward returned them, grad of

@@ -70,6 +70,7 @@ from ._dispatch import (
     check_same_device,
     check_tensor,
     get_backend,
+    on_tensor_device,
     triton_available,
     triton_interpreter,
     use_triton,
@@ -89,9 +90,11 @@ if triton is not None:
 
     @triton.jit
     def _round_to_tf32(v):
-        """fp32 -> nearest TF32 (10-bit mantissa, ties to even), kept in fp32 storage."""
+        """fp32 -> nearest TF32 (10-bit mantissa, ties to even), kept in fp32 storage. NaNs pass unchanged:
+        CUDA's canonical NaN 0x7FFFFFFF would otherwise carry into the sign bit and round to -0."""
         bits = v.to(tl.int32, bitcast=True)
-        bits = (bits + (((bits >> 13) & 1) + 0xFFF)) & -8192  # -8192 = ~0x1FFF: drop 13 low bits
+        rounded = (bits + (((bits >> 13) & 1) + 0xFFF)) & -8192  # -8192 = ~0x1FFF: drop 13 low bits
+        bits = tl.where((bits & 0x7FFFFFFF) > 0x7F800000, bits, rounded)
         return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
@@ -123,7 +126,7 @@ if triton is not None:
         else:
             a = tl.where(mask, a * sc[:, None] + sh[:, None], 0.0)
         if relu:
-            a = tl.maximum(a, 0.0)
+            a = tl.maximum(a, 0.0, propagate_nan=tl.PropagateNan.ALL)  # relu(NaN) = NaN, as torch's
         return a
 
     @triton.jit(do_not_specialize=["has_affine", "relu", "has_bias", "has_residual"])
@@ -406,6 +409,8 @@ BWD_WEIGHT_CONFIGS = {
     "tf32x3": _autotune_configs([(32, 64, 16, 4, 3), (64, 32, 16, 4, 2)]),
 }
 _AUTOTUNE_KEY = ["C_in", "C_out", "N", "H", "W", "INPUT_PRECISION"]
+# the grad_scale partials are laid out per block of _BWD_INPUT_BLOCK_M pixels, whatever the config
+assert all(c.kwargs["BLOCK_M"] == _BWD_INPUT_BLOCK_M for configs in BWD_INPUT_CONFIGS.values() for c in configs)
 
 
 def _config_pruner(sets: dict[str, list]):
@@ -428,6 +433,20 @@ if triton is not None:
     _upsample_conv2d_fwd = _autotuned(_upsample_conv2d_fwd_kernel, FWD_CONFIGS)
     _upsample_conv2d_bwd_input = _autotuned(_upsample_conv2d_bwd_input_kernel, BWD_INPUT_CONFIGS)
     _upsample_conv2d_bwd_weight = _autotuned(_upsample_conv2d_bwd_weight_kernel, BWD_WEIGHT_CONFIGS)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _weight_grad_split(pixels: int, c_in: int, c_out: int, device: torch.device) -> tuple[int, int]:
+    """(splits, pixels per split) of the grad-weight kernel's split-K: about `_target_programs` programs
+    in all, whatever the channel count; N = 0 still gets one split (it writes a zero gradient)."""
+    tiles = _cdiv(c_in, 64) * _cdiv(c_out, 64)  # the first config's tiles: an estimate
+    want = _cdiv(_target_programs(device), 8 * tiles)
+    split = max(1, min(_cdiv(pixels, _SPLIT_GRANULE), want))
+    pix_per_split = max(1, _cdiv(_cdiv(pixels, split), _SPLIT_GRANULE)) * _SPLIT_GRANULE
+    return max(1, _cdiv(pixels, pix_per_split)), pix_per_split
 
 
 @functools.cache
@@ -459,36 +478,37 @@ def _input_precision(t: torch.Tensor) -> str:
     return "tf32" if _fp32_precision_setting() == "tf32" else "tf32x3"
 
 
-def _phase_map(device: torch.device) -> torch.Tensor:
-    """(3, 2, 2) 0/1 map M[k, p, d]: 3x3 tap k contributes to tap d of phase p (rows or columns).
+def _fold_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """Axis `dim` of 3 taps -> (2 phases, 2 taps) at `dim`: phase 0 weighs (w0, w1 + w2), phase 1 (w0 + w1, w2).
 
-    Cached per device, so calls after the first (eager warm-up) launch nothing to build it; built
-    inline while torch.compile traces (it does not trace through functools caches).
-    """
-    return _build_phase_map(device) if torch.compiler.is_compiling() else _cached_phase_map(device)
-
-
-def _build_phase_map(device: torch.device) -> torch.Tensor:
-    m = torch.zeros(3, 2, 2)
-    m[0, 0, 0] = 1  # p=0: taps (i-1, i) weigh (w0, w1 + w2)
-    m[1, 0, 1] = m[2, 0, 1] = 1
-    m[0, 1, 0] = m[1, 1, 0] = 1  # p=1: taps (i, i+1) weigh (w0 + w1, w2)
-    m[2, 1, 1] = 1
-    return m.to(device)
+    Plain adds, exact in fp32: no matmul, so neither autocast nor TF32 matmul settings touch it."""
+    w0, w1, w2 = w.unbind(dim)
+    return torch.stack((torch.stack((w0, w1 + w2), dim), torch.stack((w0 + w1, w2), dim)), dim)
 
 
-_cached_phase_map = functools.cache(_build_phase_map)
+def _unfold_taps(g: torch.Tensor, phase_dim: int, tap_dim: int) -> torch.Tensor:
+    """The adjoint of `_fold_taps`: gradients of (2 phases, 2 taps) -> 3 taps, at `phase_dim` (tap_dim > phase_dim)."""
+    def at(p, d):
+        return g.select(tap_dim, d).select(phase_dim, p)
+
+    return torch.stack((at(0, 0) + at(1, 0), at(0, 1) + at(1, 0), at(0, 1) + at(1, 1)), phase_dim)
 
 
 def round_to_tf32(t: torch.Tensor) -> torch.Tensor:
     """fp32 -> nearest TF32 value (10-bit mantissa, ties to even), as the kernels' `_round_to_tf32`."""
     bits = t.contiguous().view(torch.int32)
-    bits = (bits + (((bits >> 13) & 1) + 0xFFF)) & -8192
-    return bits.view(torch.float32)
+    rounded = (bits + (((bits >> 13) & 1) + 0xFFF)) & -8192
+    return torch.where((bits & 0x7FFFFFFF) > 0x7F800000, bits, rounded).view(torch.float32)  # NaNs kept
 
 
 _phase_cache: OrderedDict[tuple[int, str], tuple[weakref.ref, tuple, torch.Tensor]] = OrderedDict()
 _PHASE_CACHE_SIZE = 64  # weights, not versions: a generator has ~3-6 upsample convs (x2 with an EMA copy)
+
+
+def invalidate_weight_caches() -> None:
+    """Forget every cached phase weight. Call it after code that changes weights in place without bumping
+    their autograd version, which the cache is keyed on: a CUDA-graph replay of an optimizer step."""
+    _phase_cache.clear()
 
 
 def _phase_weights(weight: torch.Tensor, precision: str) -> torch.Tensor:
@@ -502,7 +522,12 @@ def _phase_weights(weight: torch.Tensor, precision: str) -> torch.Tensor:
     recompute it on every replay, after the optimizer's in-place step.
     """
     key = stamp = None
-    if not torch.compiler.is_compiling() and not (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
+    # not while capturing or tracing (see above); not on a side stream either (a CUDA-graph warm-up):
+    # the entry would be allocated on that stream and read later on another one
+    side_stream = weight.is_cuda and torch.cuda.current_stream(weight.device) != torch.cuda.default_stream(
+        weight.device)
+    if not torch.compiler.is_compiling() and not side_stream and not (
+            weight.is_cuda and torch.cuda.is_current_stream_capturing()):
         with contextlib.suppress(RuntimeError):  # inference tensors have no version counter
             key = (id(weight), precision)
             stamp = (weight._version, weight.data_ptr(), tuple(weight.shape), weight.dtype)
@@ -511,9 +536,10 @@ def _phase_weights(weight: torch.Tensor, precision: str) -> torch.Tensor:
         if hit is not None and hit[0]() is weight and hit[1] == stamp:
             _phase_cache.move_to_end(key)
             return hit[2]
-    m = _phase_map(weight.device)
-    wp = torch.einsum("apd,bqe,ocab->pqdeco", m, m, weight.detach().float())
-    wp = wp.reshape(4, 4, *wp.shape[-2:]).contiguous()
+    with torch.autocast(weight.device.type, enabled=False):
+        folded = _fold_taps(_fold_taps(weight.detach().float(), 2), 4)  # [co, c, py, dy, px, dx]
+    c_out, c_in = weight.shape[:2]
+    wp = folded.permute(2, 4, 3, 5, 1, 0).reshape(4, 4, c_in, c_out).contiguous()
     if precision == "tf32":
         wp = round_to_tf32(wp)
     if key is not None:
@@ -524,6 +550,7 @@ def _phase_weights(weight: torch.Tensor, precision: str) -> torch.Tensor:
     return wp
 
 
+@on_tensor_device
 def upsample_conv2d_forward(x, wp, bias=None, scale=None, shift=None, relu=False, residual=None,
                             precision="ieee"):
     """Launch the forward kernel on phase weights `wp` (`_phase_weights`); arguments already validated.
@@ -545,6 +572,7 @@ def upsample_conv2d_forward(x, wp, bias=None, scale=None, shift=None, relu=False
     return y
 
 
+@on_tensor_device
 def upsample_conv2d_backward(
     grad_y, x, wp, scale=None, shift=None, relu=False, precision="ieee", *,
     need_x=True, need_weight=True, need_bias=True, need_affine=True,
@@ -582,13 +610,7 @@ def upsample_conv2d_backward(
             grad_x = None
 
     if need_weight:
-        # split-K over pixels: about _target_programs programs in all, whatever the channel count
-        pixels = n * h * w
-        tiles = triton.cdiv(c_in, 64) * triton.cdiv(c_out, 64)  # the first config's tiles: an estimate
-        want = triton.cdiv(_target_programs(x.device), 8 * tiles)
-        split = max(1, min(triton.cdiv(pixels, _SPLIT_GRANULE), want))
-        pix_per_split = max(1, triton.cdiv(triton.cdiv(pixels, split), _SPLIT_GRANULE)) * _SPLIT_GRANULE
-        split = max(1, triton.cdiv(pixels, pix_per_split))  # N = 0 still writes a zero gradient
+        split, pix_per_split = _weight_grad_split(n * h * w, c_in, c_out, x.device)
         gwp = torch.empty(split, 4, 4, c_in, c_out, device=x.device, dtype=torch.float32)
         gb = torch.empty(split, 2, c_out, device=x.device, dtype=torch.float32) if need_bias else gwp
         grid = lambda meta: (triton.cdiv(c_in, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]), 8, split)
@@ -600,9 +622,9 @@ def upsample_conv2d_backward(
             n, c_in, h, w, c_out, pix_per_split, int(has_affine), int(relu), int(need_bias),
             INPUT_PRECISION=precision,
         )
-        m = _phase_map(x.device)
         gwp = gwp.sum(0).reshape(2, 2, 2, 2, c_in, c_out)  # [py, px, dy, dx, c, co]
-        grad_weight = torch.einsum("apd,bqe,pqdeco->ocab", m, m, gwp)
+        rows = _unfold_taps(gwp, 0, 2)  # [ky, px, dx, c, co]
+        grad_weight = _unfold_taps(rows, 1, 2).permute(3, 2, 0, 1)  # [ky, kx, c, co] -> [co, c, ky, kx]
         if need_bias:
             grad_bias = gb.sum((0, 1)).to(grad_y.dtype)
     elif need_bias:
@@ -748,7 +770,9 @@ def upsample_conv2d(x, weight, bias=None, *, scale=None, shift=None, relu=False,
     _check_args(x, weight, bias, scale, shift, relu, residual)
     if use_triton(x, weight, bias, scale, shift, residual):
         n, c_in, h, w = x.shape
-        largest = max(n * c_in * h * w, n * weight.shape[0] * 4 * h * w)
+        c_out = weight.shape[0]
+        splits = _weight_grad_split(n * h * w, c_in, c_out, x.device)[0]
+        largest = max(n * c_in * h * w, n * c_out * 4 * h * w, splits * 16 * c_in * c_out)  # x, y, partials
         reason = None
         if x.dtype not in _TRITON_DTYPES:
             reason = f"the kernels take {_TRITON_DTYPES}, not {x.dtype}"

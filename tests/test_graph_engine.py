@@ -220,7 +220,8 @@ def test_graph_engine_matches_eager_on_gpu(cuda_digits, monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     from autogan_fast.graphs import CudaGraphBackend
 
-    config = preset_config("demo", **GPU_TINY, shared_epoch=4, n_critic=5, dynamic_reset_threshold=0.0).validate()
+    config = preset_config("demo", **GPU_TINY, shared_epoch=4, n_critic=5, dynamic_reset_threshold=0.0,
+                           dynamic_reset_window=128).validate()  # no wrap: values[:10] are the first losses
     archs = (random_archs(0, 6, seed=3) * 100)[:4 * cuda_digits.steps_per_epoch(16)]
     summaries, windows = {}, {}
     for engine in ("eager", "graph"):
@@ -256,10 +257,12 @@ def test_graph_cache_memory_is_bounded_while_archs_cycle(cuda_digits):
     archs = stage1[:200]  # 200 distinct stage-1 architectures
     gan, wins = _cuda_gan(config, capturable=True)
     cache = GraphCache(CudaGraphBackend(torch.device("cuda")), 16)
-    peaks = []
+    peaks = []  # reserved memory: graph pools count there (max_memory_allocated would not show a leak)
     for start in range(0, 200, 20):
         train_shared_graph(gan, cuda_digits, config, 1, archs[start:start + 20], *wins, cache=cache)
-        peaks.append(torch.cuda.max_memory_allocated())
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        peaks.append(torch.cuda.memory_reserved())
     assert cache.stats.evictions > 0 and len(cache.graphs) == 16
     assert peaks[-1] <= 2 * peaks[1], peaks
 
@@ -318,3 +321,40 @@ def test_a_training_step_reads_nothing_back_to_the_host(digits, arch):
         step.d_g_step()
         step.d_step()
     assert int(d_window.position) == 3 and int(g_window.position) == 2  # the device ring buffers advanced
+
+
+def test_graphs_outlive_a_phase_and_keep_their_buffers(digits):
+    """Two phases through one cache: the second phase's steps are replays of graphs recorded in the first,
+    so they must write the buffers the second phase reads (one step object for the cache's life).
+    Against two eager phases, bit for bit."""
+    config = preset_config("demo", **TINY, shared_epoch=1, n_critic=2, dynamic_reset_threshold=0.0).validate()
+    archs = random_archs(0, 3, seed=4) * 4  # 12 steps a phase, 3 architectures: hits in both phases
+    summaries = {}
+    for engine in ("eager", "graph"):
+        torch.manual_seed(0)
+        gan = SharedGAN.create(config, CPU)
+        windows = LossWindow(500, CPU), LossWindow(500, CPU)
+        cache = GraphCache(RecordingBackend(), 16)
+        phases = []
+        for _ in range(2):
+            if engine == "eager":
+                phases.append(train_shared(gan, digits, config, 0, archs, *windows))
+            else:
+                phases.append(train_shared_graph(gan, digits, config, 0, archs, *windows, cache=cache))
+        summaries[engine] = phases
+        if engine == "graph":
+            assert cache.stats.captures == 6 and cache.stats.hits == 2 * 12 - 6
+    assert summaries["graph"] == summaries["eager"] and summaries["graph"][1].d_loss != 0.0
+
+
+def test_a_replay_invalidates_the_phase_weight_cache():
+    from autogan_fast.kernels import upsample_conv as uc
+
+    w = torch.randn(4, 3, 3, 3)
+    uc._phase_weights(w, "ieee")
+    assert uc._phase_cache
+    cache = GraphCache(RecordingBackend(), 4)
+    cache.run("k", lambda: None)  # warm-up + capture
+    assert uc._phase_cache  # eager steps bump versions themselves: nothing to drop
+    cache.run("k", lambda: None)  # a replay changes weights behind autograd's back
+    assert not uc._phase_cache

@@ -488,3 +488,33 @@ def test_legacy_allow_tf32_flag_is_still_followed(monkeypatch):
     assert uc._fp32_precision_setting() == "tf32"
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert uc._fp32_precision_setting() == "ieee"
+
+
+def test_tf32_rounding_keeps_nans():
+    """CUDA's canonical NaN is 0x7FFFFFFF: the rounding carry would turn it into -0.0 without the guard."""
+    nans = torch.tensor([0x7FFFFFFF, -1, 0x7FC00000, 0x7F800001], dtype=torch.int32).view(torch.float32)
+    x = torch.cat([nans, torch.tensor([float("inf"), -float("inf"), 1.0])])
+    y = torch.empty_like(x)
+    _round_kernel[(1,)](x.to(DEVICE), y.to(DEVICE), x.numel(), BLOCK=16)
+    for got in (y.cpu(), uc.round_to_tf32(x)):
+        assert torch.isnan(got[:4]).all() and got[4:].tolist() == [float("inf"), -float("inf"), 1.0]
+
+
+def test_phase_weights_stay_fp32_and_exact_under_autocast():
+    """Folding the taps is plain adds: autocast (which would run an einsum's matmul in bf16) and TF32
+    matmul settings do not touch it, and the result keeps its (4, 4, C_in, C_out) shape."""
+    w = torch.randn(8, 5, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wp = uc._phase_weights(w, "ieee")
+    assert wp.dtype == torch.float32 and wp.shape == (4, 4, 5, 8)
+    # the same fp32 adds in the same order (rows, then columns): bit-equal; an einsum under autocast
+    # would be bf16 (2^-9), one under TF32 2^-11
+    rows = [(w[:, :, 0], w[:, :, 1] + w[:, :, 2]), (w[:, :, 0] + w[:, :, 1], w[:, :, 2])]
+    for py in range(2):
+        for px in range(2):
+            for dy in range(2):
+                for dx in range(2):
+                    r = rows[py][dy]  # (co, c, kx)
+                    cols = [(r[..., 0], r[..., 1] + r[..., 2]), (r[..., 0] + r[..., 1], r[..., 2])]
+                    expected = cols[px][dx].T  # (c, co)
+                    torch.testing.assert_close(wp[py * 2 + px, dy * 2 + dx], expected, atol=0, rtol=0)
