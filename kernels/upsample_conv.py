@@ -58,7 +58,6 @@ bfloat16 inputs are upcast to fp32 around the kernels (untuned); float64 inputs 
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import weakref
 from collections import OrderedDict
@@ -449,9 +448,9 @@ def _weight_grad_split(pixels: int, c_in: int, c_out: int, device: torch.device)
     return max(1, _cdiv(pixels, pix_per_split)), pix_per_split
 
 
-@functools.cache
 def _target_programs(device: torch.device) -> int:
-    """Grad-weight split-K aims for about 4 programs per SM; 32 on the interpreter keeps tests quick."""
+    """Grad-weight split-K aims for about 4 programs per SM; 32 on the interpreter keeps tests quick.
+    (torch keeps the device properties: no functools cache, which torch.compile would warn about.)"""
     if device.type == "cuda":
         return 4 * torch.cuda.get_device_properties(device).multi_processor_count
     return 32
