@@ -72,7 +72,7 @@ class SearchConfig(InputSettings):
     seed: int = 12345  # seed of every random stream
     device: str = "auto"  # auto, cpu or cuda
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
-    graph_cache_size: int = 256  # captured graphs kept (least recently used dropped): ~2 per architecture
+    graph_cache_size: int = 1024  # captured graphs kept (least recently used dropped): ~2 per architecture
     reward_precision: str = "fp32"  # feature network of the reward: fp32, tf32, or bf16 (autocast, channels-last)
 
     def validate(self) -> SearchConfig:

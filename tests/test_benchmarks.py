@@ -1,7 +1,8 @@
-"""The benchmark script keeps working: `python -m benchmarks.run --quick --device cpu`, run in-process.
+"""The benchmark suite (`pytest benchmarks/`) keeps working, and its pieces count and project correctly.
 
-Only the eager rows are timed here (tiny shapes, 10 ms per measurement); Triton rows must be skipped
-on the CPU even though this session runs the kernels under the interpreter (see conftest.py).
+The suite runs in a subprocess (its conftest must not share this session's TRITON_INTERPRET and plugins):
+once as the CPU smoke test `.ci/run` runs, once timed into a JSON file whose schema is checked, with the
+torch.compile variants traced by the `aot_eager` backend (seconds, not inductor's minutes).
 """
 
 import json
@@ -13,128 +14,178 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` puts tests/ on the path, not the repository root
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import run as bench  # noqa: E402
+from benchmarks import run as bench_run  # noqa: E402
+from benchmarks.flops import FlopCounter, GanFlops, count_flops, feature_net_flops_per_image  # noqa: E402
+from benchmarks.machine import peak_tflops, slug  # noqa: E402
+from benchmarks.workloads import SearchPlan, SearchRunner, shared_config  # noqa: E402
 
-MACHINE_KEYS = {"device", "name", "slug", "gpu", "driver", "cuda_runtime", "cuda_driver", "nvml", "cpu", "torch",
-                "triton", "python", "tf32"}
-ROW_KEYS = {"op", "shape", "label", "variant", "fwd_us", "fwd_bwd_us", "iqr", "speedup_vs_eager", "target", "met",
-            "skipped", "reason", "max_rel_err_vs_eager"}
-
-
-def _flags():
-    return (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
+MACHINE_KEYS = {"gpu", "gpu_slug", "driver", "cuda", "cudnn", "torch", "triton", "sm_count", "nvml", "peak_tflops",
+                "git"}
+INFO_KEYS = {"row", "variant", "label", "flop", "tflops", "peak_fraction", "peak_memory_bytes"}
 
 
-def _run(tmp_path, capsys, *args):
-    out = tmp_path / "results" / "bench.json"
-    flags, rng = _flags(), torch.get_rng_state()
-    assert bench.main(["--quick", "--device", "cpu", "--out", str(out), *args]) == 0
-    assert _flags() == flags, "the run must restore the TF32 / cuDNN flags it sets"
-    assert torch.equal(torch.get_rng_state(), rng), "the run must leave the caller's RNG as it was"
-    assert [p.name for p in out.parent.iterdir()] == ["bench.json"], "atomic write left a temporary file"
-    return json.loads(out.read_text()), capsys.readouterr().out
+def _suite(*args, timeout=240):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_quick_cpu_run_writes_every_row(tmp_path, capsys):
-    result, table = _run(tmp_path, capsys)
+def test_cpu_smoke_runs_every_row():
+    proc = _suite("--benchmark-disable", "-rA")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "failed" not in proc.stdout.splitlines()[-1]
+    assert "needs CUDA" in proc.stdout and "torch.compile is off on a CPU" in proc.stdout
+    for name in ("test_ops", "test_gan_unit", "test_reward", "test_search_iteration", "test_derived_training"):
+        assert re.search(rf"PASSED benchmarks/{name}\.py::", proc.stdout), name
 
-    assert result["complete"] is True and result["settings"]["quick"] is True
-    assert isinstance(result["date"], str) and result["duration_s"] > 0
-    machine = result["machine"]
+
+def test_timed_run_writes_the_results_schema(tmp_path):
+    out = tmp_path / "bench.json"
+    stream_compile = [f"--deselect=benchmarks/test_gan_unit.py::test_gan_unit[stage{s}-stream-compile]"
+                      for s in range(3)]
+    proc = _suite("--benchmark-json", str(out), "--bench-compile", "on", "--bench-compile-backend", "aot_eager",
+                  "-k", "not derived_training and not upconv and not stats", *stream_compile)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["duration_s"] > 0
+    machine = data["machine_info"]
     assert machine.keys() >= MACHINE_KEYS
-    assert machine["device"] == "cpu" and machine["gpu"] is None and machine["nvml"] is None
-    assert machine["torch"] == torch.__version__ and machine["python"]
-    assert machine["tf32"]["cudnn.allow_tf32"] is True and machine["tf32"]["cuda.matmul.allow_tf32"] is True
+    assert machine["torch"] == torch.__version__ and machine["nvml"] == {"error": "no CUDA device"}
+    assert machine["smoke_test_only"] is True and machine["bench_settings"]["size"] == "tiny"
+    rows = {}
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        rows[info["row"], info["label"], info["variant"]] = b
+        if "skipped_reason" in info:
+            assert b["stats"] is None and b["fullname"].endswith("(skipped)"), b
+            continue
+        assert info.keys() >= INFO_KEYS, info
+        assert b["stats"]["median"] > 0 and info["flop"] > 0 and info["tflops"] > 0
+        assert info["peak_fraction"] is None  # a CPU has no peak in the table
+    assert {r for r, _, _ in rows} == {"sn", "gan_unit", "reward", "search_iteration"}
 
-    rows = result["rows"]
-    assert {r["op"] for r in rows} == set(bench.OPS)
-    for row in rows:
-        assert row.keys() >= ROW_KEYS, row
-    by_case = {}
-    for row in rows:
-        by_case.setdefault((row["op"], row["label"]), []).append(row["variant"])
-    assert all(variants == list(bench.VARIANTS) for variants in by_case.values()), by_case
+    unit = {v: b["extra_info"] for (r, label, v), b in rows.items() if r == "gan_unit" and label.endswith("one arch")}
+    assert set(unit) == {"eager", "triton", "graph", "compile"}
+    assert unit["compile"]["compile_seconds"] >= 0 and unit["compile"]["recompiles"] >= 1
+    assert "needs CUDA" in unit["graph"]["skipped_reason"]
+    assert {"min_speedup": 1.3, "vs": "compile"} in unit["graph"]["target"]
+    assert unit["eager"]["unit"] == "D steps" and unit["eager"]["items_per_call"] == 5
 
-    for row in rows:
-        if row["variant"] == "eager":
-            assert not row["skipped"] and row["reason"] is None, row
-            assert row["fwd_us"] > 0 and row["iqr"]["fwd_us"] >= 0
-            assert row["speedup_vs_eager"]["fwd"] == 1.0
-            if row["op"] == "stats":  # no backward
-                assert row["fwd_bwd_us"] is None
-            else:
-                assert row["fwd_bwd_us"] > 0  # no ratio check: timings of a loaded CI machine are noise
-        elif row["variant"] == "triton":
-            assert row["skipped"] and "needs CUDA" in row["reason"], row
-            assert row["fwd_us"] is None and row["met"] is None
-            assert row["target"]["min_speedup"] in (bench.SN_TARGET, bench.UPCONV_TARGET, bench.STATS_TARGET)
-        else:
-            assert row["skipped"] and "--quick" in row["reason"], row
+    reward = {v: b["extra_info"] for (r, _, v), b in rows.items() if r == "reward"}
+    assert set(reward) == {"eager", "fp32", "tf32", "bf16"}
+    assert reward["fp32"]["spearman_vs_fp32"] == 1.0
+    assert reward["fp32"]["max_rel_err_vs_eager"] <= 1e-12  # the pipeline, uncaptured in fp32, is the eager reward
+    assert -1.0 <= reward["bf16"]["spearman_vs_fp32"] <= 1.0 and reward["bf16"]["unit"] == "images"
 
-    for op in bench.OPS:
-        assert f"\n{op} " in table
-    assert "needs CUDA" in table and str(tmp_path) in table
+    search = next(b["extra_info"] for (r, _, v), b in rows.items() if r == "search_iteration" and v == "eager")
+    assert search["projected_paper_search_seconds"] > 0
+    assert search["projection"]["iterations_per_stage"] == [15, 20, 30]
 
-
-def test_compile_rows_trace_and_match_eager(tmp_path, capsys):
-    # aot_eager: dynamo and AOTAutograd trace the references (what inductor would get) in seconds, not minutes
-    try:
-        result, _ = _run(tmp_path, capsys, "--ops", "sn,stats", "--compile", "on", "--compile-backend", "aot_eager")
-    finally:
-        torch._dynamo.reset()
-    rows = [r for r in result["rows"] if r["variant"] == "compile"]
-    assert {r["op"] for r in rows} == {"sn", "stats"}
-    for row in rows:
-        assert not row["skipped"] and row["reason"] is None, row
-        assert row["fwd_us"] > 0 and row["speedup_vs_eager"]["fwd"] > 0
-        # the same ops from the same state (u, v included): equal up to op reordering
-        assert row["max_rel_err_vs_eager"] <= 1e-12
-    assert next(r for r in rows if r["op"] == "sn")["fwd_bwd_us"] > 0
+    sn = {(label, v): b["extra_info"] for (r, label, v), b in rows.items() if r == "sn"}
+    compiled = [info for (label, v), info in sn.items() if v == "compile"]
+    assert compiled and all(info["max_rel_err_vs_eager"] <= 1e-12 for info in compiled)
+    assert any(info.get("target") == {"min_speedup": 5.0, "vs": "eager"} for info in sn.values())
 
 
-def test_speedups_and_targets():
-    case = bench.Case("upconv", "N=64", {}, build=None, flatten=None, target=1.5)
-    eager, triton, compiled = (bench.new_row(case, v) for v in ("eager", "triton", "compile"))
-    eager.update(fwd_us=300.0, fwd_bwd_us=900.0)
-    triton.update(fwd_us=100.0, fwd_bwd_us=450.0)  # 3x forward, 2x forward+backward
-    compiled.update(fwd_us=600.0, fwd_bwd_us=None)
-    rows = [eager, triton, compiled]
-    bench.add_speedups(rows, quick=False)
-    assert triton["speedup_vs_eager"] == {"fwd": 3.0, "fwd_bwd": 2.0}
-    assert triton["target"] == {"min_speedup": 1.5, "metric": "fwd_bwd_us", "vs": "eager"} and triton["met"] is True
-    assert compiled["speedup_vs_eager"] == {"fwd": 0.5, "fwd_bwd": None}
-    assert compiled["target"] is None and compiled["met"] is None
-
-    triton["fwd_bwd_us"] = 700.0  # 1.29x: below the target
-    bench.add_speedups(rows, quick=False)
-    assert triton["met"] is False
-    bench.add_speedups(rows, quick=True)  # tiny shapes say nothing about the targets
-    assert triton["met"] is None
+# ---------------------------------------------------------------------------------------------
+# FLOP counts
 
 
-def test_default_out_is_named_after_the_machine():
-    assert bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
-    assert bench.default_out({"slug": "nvidia-h200"}, quick=False) == bench.RESULTS_DIR / "nvidia-h200.json"
-    assert bench.default_out({"slug": "amd-epyc"}, quick=True).name == "amd-epyc-quick.json"
+def test_flop_counter_counts_convs_linears_and_the_fused_upsample_conv():
+    x = torch.randn(2, 4, 5, 5)
+    with FlopCounter() as c:
+        F.conv2d(x, torch.randn(6, 4, 3, 3), padding=1)
+    assert c.flop == 2 * 2 * 6 * 5 * 5 * 4 * 9
+    with FlopCounter() as c:
+        F.conv_transpose2d(x, torch.randn(4, 3, 2, 2), stride=2)
+    assert c.flop == 2 * 2 * 4 * 5 * 5 * 3 * 4
+    with torch.no_grad(), FlopCounter() as c:
+        nn.Linear(7, 3)(torch.randn(10, 7))
+    assert c.flop == 2 * 10 * 7 * 3
+    with FlopCounter() as c:  # the output requires grad: forward + backward, 3x
+        nn.Linear(7, 3)(torch.randn(10, 7))
+    assert c.flop == 3 * 2 * 10 * 7 * 3
+    from autogan_fast.kernels import upsample_conv2d
+
+    w = torch.randn(6, 4, 3, 3)
+    with torch.no_grad():  # counted as the 3x3 conv on the upsampled 10x10 input it replaces
+        assert count_flops(lambda: upsample_conv2d(x, w)) == 2 * 2 * 6 * 10 * 10 * 4 * 9
 
 
-@pytest.mark.parametrize("argv", [["--ops", "sn,nope"], ["--ops", ""], ["--min-run-time", "0"]], ids=str)
-def test_bad_arguments_exit_2(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        bench.main(["--device", "cpu", *argv])
-    assert info.value.code == 2
-    assert "error" in capsys.readouterr().err
+def test_flop_counter_agrees_with_torch_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(8, 4, 2, stride=2),
+                        nn.Flatten(), nn.Linear(4 * 16 * 16, 10))
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        mine = count_flops(lambda: net(x))
+        with FlopCounterMode(display=False) as ref:
+            net(x)
+    assert mine == ref.get_total_flops()
+
+
+def test_inception_v3_counts_its_published_5_7_gmac():
+    from autogan_fast.metrics.inception import InceptionV3FeatureNet
+
+    flop = feature_net_flops_per_image(InceptionV3FeatureNet(), 299, torch.device("cpu"))
+    assert flop == pytest.approx(2 * 5.7e9, rel=0.03)
+
+
+def test_a_paper_d_step_is_about_100_gflop():
+    """DESIGN.md section 4's cost model: ~100 GFLOP per D step at 32 px (gf 128, df 64, batch 64)."""
+    from autogan_fast.engine import SharedGAN
+
+    config = shared_config("full")
+    gan = SharedGAN.create(config, torch.device("cpu"))
+    flops = GanFlops(gan.gen, gan.dis, 2, config.latent_dim, config.dis_bs, config.gen_bs, config.n_critic,
+                     torch.device("cpu"))
+    arch = [1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3]
+    assert 50e9 < flops.d_step(arch) < 150e9
+    assert flops.g_step(arch) > flops.d_step(arch)  # G step: G and D forward + backward at batch 128
+
+
+def test_projection_of_the_paper_search():
+    runner = object.__new__(SearchRunner)
+    runner.plan = SearchPlan(steps=117, ctrl_steps=1)
+    runner.config = shared_config("full")
+    runner.parts = [{"shared_0": 9.0, "shared_1": 9.0, "shared_2": 9.0, "ctrl": 9.0},  # warm-up: ignored
+                    {"shared_0": 0.1, "shared_1": 0.2, "shared_2": 0.4, "ctrl": 0.5}]
+    out = runner.projection(skip_first=1)
+    f = 117 / 11715
+    iteration = [t / f + 30 * 0.5 for t in (0.1, 0.2, 0.4)]
+    expected = 15 * iteration[0] + 20 * iteration[1] + 30 * iteration[2] + 30 * 0.5
+    assert out["projected_paper_search_seconds"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("name", "tf32"), [
+    ("NVIDIA H100 80GB HBM3", 494.7), ("NVIDIA H200", 494.7), ("NVIDIA H100 PCIe", 378.0),
+    ("NVIDIA A100-SXM4-80GB", 156.0), ("NVIDIA GeForce RTX 4090", None), (None, None)])
+def test_peak_table(name, tf32):
+    peaks = peak_tflops(name)
+    assert (peaks and peaks["tf32"]) == tf32 or (peaks is None and tf32 is None)
+
+
+def test_run_wrapper_builds_the_pytest_command(tmp_path):
+    args = bench_run.pytest_args(["--quick", "--", "-k", "sn"])
+    assert "--benchmark-disable" in args and args[-2:] == ["-k", "sn"]
+    args = bench_run.pytest_args(["--out", str(tmp_path / "x.json")])
+    assert args[args.index("--benchmark-json") + 1] == str(tmp_path / "x.json")
+    assert slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert bench_run.default_out().parent == bench_run.RESULTS_DIR
 
 
 # ---------------------------------------------------------------------------------------------
 # benchmarks/gpu_check.sh: the one script a GPU session runs must fit its budget and its file limit.
 
-GPU_CHECK = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.sh"
 DEVICE_SECONDS = 7 * 60  # the script's share of a 15-minute device session, leaving room for a rerun
 DEVICE_FILES = 6  # a device call returns at most 8 files; keep two spare
 
@@ -142,23 +193,30 @@ DEVICE_FILES = 6  # a device call returns at most 8 files; keep two spare
 def test_gpu_check_timeouts_fit_the_budget():
     text = GPU_CHECK.read_text()
     grace = int(re.search(r"^KILL_GRACE=(\d+)", text, re.M).group(1))
-    steps = [int(m.group(1)) for m in re.finditer(r"^step \S+ (\d+) ", text, re.M)]
-    assert len(steps) >= 4, "parsed too few steps: the parser is out of date with the script"
-    assert sum(steps) + grace * len(steps) <= DEVICE_SECONDS
-    bench = re.search(r"^step benchmarks (\d+) .*?--max-seconds (\d+)", text, re.M | re.S)
-    assert int(bench.group(2)) <= int(bench.group(1)) - 20, "the benchmark's own budget must end before its timeout"
+    steps = [int(m.group(2)) for m in re.finditer(r"^ *step (\S+) (\d+) ", text, re.M)]
+    names = [m.group(1) for m in re.finditer(r"^ *step (\S+) (\d+) ", text, re.M)]
+    assert names.count("benchmarks") == 2, "one GPU and one CPU form of the benchmark step"
+    assert len(steps) >= 5, "parsed too few steps: the parser is out of date with the script"
+    worst = sum(steps) - min(s for n, s in zip(names, steps, strict=True) if n == "benchmarks")  # one form runs
+    assert worst + grace * (len(steps) - 1) <= DEVICE_SECONDS
+    bench = re.search(r"^ *step benchmarks (\d+) .*?--bench-budget-s (\d+)", text, re.M | re.S)
+    assert int(bench.group(2)) <= int(bench.group(1)) - 20, "the suite's own budget must end before its timeout"
 
 
-def _fake_tools(tmp_path, pytest_rc=0, with_nvidia_smi=True):
+def _fake_tools(tmp_path, pytest_rc=0, with_nvidia_smi=True, cuda=True):
     """A PATH with a stand-in python (records what it ran) and, optionally, nvidia-smi."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     python = bin_dir / "fakepython"
     python.write_text(
         "#!/usr/bin/env bash\n"
-        f'case "$2" in pytest) echo tests ran; exit {pytest_rc};;\n'  # $1 is -m
-        '  benchmarks.run) echo "{}" > "${@: -1}"; echo benchmarked;;\n'
-        "  *) echo \"$*\";;\nesac\n")
+        f'if [ "$1" = "-c" ]; then echo {"cuda" if cuda else "cpu"}; exit 0; fi\n'
+        'if [ "$2" = pytest ]; then\n'
+        '  case " $* " in *" benchmarks "*)\n'
+        '    prev=""; for a in "$@"; do [ "$prev" = --benchmark-json ] && echo "{}" > "$a"; prev=$a; done\n'
+        '    echo "benchmarked $*"; exit 0;;\n'
+        f"  *) echo tests ran; exit {pytest_rc};;\n  esac\nfi\n"
+        'echo "$*"\n')
     python.chmod(0o755)
     if with_nvidia_smi:
         smi = bin_dir / "nvidia-smi"
@@ -168,17 +226,24 @@ def _fake_tools(tmp_path, pytest_rc=0, with_nvidia_smi=True):
             "OUT": str(tmp_path / "out")}
 
 
-@pytest.mark.parametrize(("pytest_rc", "with_smi", "expected_rc"), [
-    pytest.param(0, True, 0, id="all-pass"),
-    pytest.param(1, True, 1, id="gpu-test-failure-is-the-exit-status"),
-    pytest.param(0, False, 0, id="missing-nvidia-smi-is-no-failure"),
+@pytest.mark.parametrize(("pytest_rc", "with_smi", "cuda", "expected_rc"), [
+    pytest.param(0, True, True, 0, id="all-pass"),
+    pytest.param(1, True, True, 1, id="gpu-test-failure-is-the-exit-status"),
+    pytest.param(0, False, True, 0, id="missing-nvidia-smi-is-no-failure"),
+    pytest.param(0, False, False, 0, id="cpu-runs-the-smoke-form"),
 ])
-def test_gpu_check_files_and_exit_status(tmp_path, pytest_rc, with_smi, expected_rc):
-    env = _fake_tools(tmp_path, pytest_rc, with_smi)
+def test_gpu_check_files_and_exit_status(tmp_path, pytest_rc, with_smi, cuda, expected_rc):
+    env = _fake_tools(tmp_path, pytest_rc, with_smi, cuda)
     proc = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == expected_rc, proc.stderr[-2000:]
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["bench.json", "bench.log", "env.txt", "gpu_tests.log", "status.txt"]
+    expected = ["bench.json", "bench.log", "env.txt", "gpu_tests.log", "status.txt"]
+    assert files == (expected if cuda else [f for f in expected if f != "bench.json"])
     assert len(files) <= DEVICE_FILES
     status = dict(line.split() for line in (tmp_path / "out" / "status.txt").read_text().splitlines())
     assert status["benchmarks"] == "0", "the benchmarks must run even when the GPU tests fail"
+    log = (tmp_path / "out" / "bench.log").read_text()
+    if cuda:
+        assert "--benchmark-json" in log and "--bench-budget-s" in log
+    else:
+        assert "smoke form" in log and "--benchmark-disable" in log
