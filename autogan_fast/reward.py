@@ -66,41 +66,56 @@ MIN_RANK_CORRELATION = 0.98  # a precision may replace fp32 when its rewards ran
 # Precision switches
 
 
-def _fp32_switches(mode: str) -> list[tuple[object, str, object]]:
-    """(owner, attribute, value) that make fp32 matmuls / convs run as `mode` ("ieee" or "tf32").
-
-    torch >= 2.9 has `fp32_precision` per backend and op; reading the legacy `allow_tf32` after the
-    new API was used can raise, so the new API is used wherever it exists (as kernels/upsample_conv
-    reads it)."""
+def _precision_snapshot() -> list[tuple[object, str, object]]:
+    """Every fp32-precision setting that can be read without raising: the legacy ones first (torch >= 2.9
+    raises on reading them once the APIs were mixed: those are then left out), the new per-backend
+    `fp32_precision` ones after. Restoring in this order gives back the state exactly."""
     backends = torch.backends
-    conv = getattr(backends.cudnn, "conv", None)
-    if hasattr(backends.cuda.matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        switches = [(backends.cuda.matmul, "fp32_precision", mode), (conv, "fp32_precision", mode)]
-        if mode == "ieee":  # oneDNN's reduced-precision fp32 (CPU): off for exact fp32
-            mkldnn = getattr(backends, "mkldnn", None)
-            for op in ("matmul", "conv"):
-                owner = getattr(mkldnn, op, None)
-                if hasattr(owner, "fp32_precision"):
-                    switches.append((owner, "fp32_precision", "ieee"))
-        return switches
-    allow = mode == "tf32"
-    return [(backends.cuda.matmul, "allow_tf32", allow), (backends.cudnn, "allow_tf32", allow)]
+    snapshot = []
+    for owner, attr in ((torch, "float32_matmul_precision"), (backends.cudnn, "allow_tf32")):
+        with contextlib.suppress(RuntimeError):
+            value = torch.get_float32_matmul_precision() if owner is torch else getattr(owner, attr)
+            snapshot.append((owner, attr, value))
+    owners = [backends, backends.cuda.matmul, backends.cudnn, getattr(backends.cudnn, "conv", None),
+              getattr(backends.cudnn, "rnn", None)]
+    mkldnn = getattr(backends, "mkldnn", None)
+    owners += [mkldnn, getattr(mkldnn, "matmul", None), getattr(mkldnn, "conv", None)]
+    snapshot += [(owner, "fp32_precision", owner.fp32_precision) for owner in owners
+                 if owner is not None and hasattr(owner, "fp32_precision")]
+    return snapshot
+
+
+def _restore(snapshot: list[tuple[object, str, object]]) -> None:
+    for owner, attr, value in snapshot:
+        if owner is torch:
+            torch.set_float32_matmul_precision(value)
+        else:
+            setattr(owner, attr, value)
 
 
 @contextlib.contextmanager
 def fp32_precision(mode: str) -> Iterator[None]:
-    """Run fp32 matmuls and convolutions as `mode`: "ieee" (exact fp32) or "tf32"; restores on exit."""
+    """Run fp32 matmuls and convolutions as `mode`: "ieee" (exact fp32) or "tf32"; restores on exit.
+
+    Set through the legacy switches (`cuda.matmul.allow_tf32`, `cudnn.allow_tf32`), whose setters keep
+    the new `fp32_precision` API consistent: setting only the new one leaves the legacy matmul precision
+    at "highest", and torch >= 2.9 then refuses mixed states when a cuBLAS matmul checks its TF32 flag.
+    For exact fp32, oneDNN's reduced-precision fp32 (CPU) is turned off too."""
     if mode not in ("ieee", "tf32"):
         raise ValueError(f"mode must be 'ieee' or 'tf32', got {mode!r}")
-    switches = _fp32_switches(mode)
-    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in switches]
+    snapshot = _precision_snapshot()
     try:
-        for owner, attr, value in switches:
-            setattr(owner, attr, value)
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        if mode == "ieee":
+            mkldnn = getattr(torch.backends, "mkldnn", None)
+            for op in ("matmul", "conv"):
+                owner = getattr(mkldnn, op, None)
+                if hasattr(owner, "fp32_precision"):
+                    owner.fp32_precision = "ieee"
         yield
     finally:
-        for owner, attr, value in reversed(saved):
-            setattr(owner, attr, value)
+        _restore(snapshot)
 
 
 @contextlib.contextmanager

@@ -8,9 +8,11 @@ Options (besides pytest-benchmark's own `--benchmark-json`, `--benchmark-compare
                                 (default: $AUTOGAN_BENCH_BUDGET_S, else none)
 
 Tests run in priority order (see `priority` marks): the eager / fused / graph variants of every row, then
-the torch.compile variants (each starts only if its expected compile time fits the budget). With
---benchmark-json the file is rewritten after every test (`"complete": false` until the end), so a run cut
-short keeps every row it finished.
+the torch.compile variants (each starts only if its expected compile time fits the budget). A test still
+running 5 s after the budget ran out is interrupted and recorded as skipped (`harness.Deadline`), so the
+session ends and writes its results. With --benchmark-json the file is rewritten after every test
+(`"complete": false` until the end), so a run cut short keeps every row it finished. After every test its
+garbage, torch.compile's state (compile rows) and the CUDA allocator's cached blocks are released.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -28,7 +31,7 @@ if not torch.cuda.is_available():
     # The Triton interpreter is not a benchmark: never inherit the kernel tests' TRITON_INTERPRET=1.
     os.environ.pop("TRITON_INTERPRET", None)
 
-from .harness import SIZES, SKIPPED, Settings, budget_from_env
+from .harness import SIZES, SKIPPED, Deadline, Settings, budget_from_env, release_memory
 from .machine import machine_info as gather_machine_info
 
 
@@ -61,6 +64,7 @@ def pytest_configure(config):
         compile_backend=config.getoption("--bench-compile-backend", default="inductor"),
         budget_s=budget if budget is not None else budget_from_env())
     config._autogan_bench_partial = {}
+    config._autogan_deadline = Deadline(config._autogan_bench)
     if size == "tiny" and device.type == "cpu":
         # Tiny shapes gain nothing from threads, and OpenMP threads spinning against another process on a
         # small CI machine slow every op down 100-fold.
@@ -117,7 +121,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Add the rows of variants that could not run (`extra_info.skipped_reason`, no stats; their fullname
     ends in " (skipped)" so --benchmark-compare never pairs them with a timed row) and mark the file done."""
     output_json["benchmarks"].extend(copy.deepcopy(SKIPPED))
-    output_json["complete"] = True
+    output_json["complete"] = "terminated" not in _CONFIG  # False: stopped by SIGTERM, the rows after it missing
+    if "terminated" in _CONFIG:
+        output_json["terminated_by_signal"] = _CONFIG["terminated"]
     settings = getattr(config, "_autogan_bench", None)
     if settings is not None:
         output_json["duration_s"] = round(settings.elapsed(), 1)
@@ -167,9 +173,56 @@ def pytest_runtest_logfinish(nodeid, location):
 _CONFIG: dict = {}
 
 
+def _terminated(signum, frame):
+    _CONFIG["terminated"] = signum
+    raise KeyboardInterrupt(f"signal {signum} (a step timeout?)")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
     _CONFIG["config"] = session.config
+    _CONFIG.pop("terminated", None)
+    deadline = getattr(session.config, "_autogan_deadline", None)
+    if deadline is not None:
+        deadline.arm()
+    if getattr(session.config.option, "benchmark_json", None) is not None:
+        # SIGTERM (gpu_check.sh's `timeout`) as Ctrl-C: pytest then stops and still writes the JSON file (its
+        # sessionfinish runs), with every row done so far, instead of dying mid-row.
+        with contextlib.suppress(ValueError, OSError):
+            _CONFIG["sigterm"] = signal.signal(signal.SIGTERM, _terminated)
+
+
+def pytest_unconfigure(config):
+    previous = _CONFIG.pop("sigterm", None)  # after the JSON file is written
+    if previous is not None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    deadline = getattr(session.config, "_autogan_deadline", None)
+    if deadline is not None:
+        deadline.disarm()
+
+
+def _watched(item):
+    deadline = getattr(item.config, "_autogan_deadline", None)
+    return deadline.watching() if deadline is not None else contextlib.nullcontext()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _watched(item):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _release_after_row(request, settings):
+    """Each row starts from the same device state: the previous row's memory and compiled code released."""
+    yield
+    if not getattr(request.node, "autogan_built_nothing", False):  # skipped before it built anything
+        release_memory(settings.device, compiled="compile" in request.node.name)
 
 
 @pytest.fixture(scope="session")

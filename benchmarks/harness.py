@@ -10,8 +10,11 @@ that cannot run gets `skipped_reason` and no timing (see `skip_row`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +26,22 @@ import torch
 from .machine import peak_tflops
 
 BUDGET_ENV = "AUTOGAN_BENCH_BUDGET_S"
+# A test still running this long after the budget ran out is interrupted (`BudgetExceeded`), so the suite
+# ends and writes its results file before the step's timeout kills it (gpu_check.sh leaves 30 s).
+DEADLINE_GRACE_S = 5.0
+DEADLINE_REPEAT_S = 5.0  # then again every this many seconds while that test runs (a swallowed interrupt)
+# torch.compile rows: recompiles allowed per function before dynamo silently falls back to eager (default
+# 8; a stream row recompiles once per architecture).
+COMPILE_RECOMPILE_LIMIT = 256
 SIZES = ("full", "tiny")
 ROWS = ("sn", "upconv", "stats", "gan_unit", "reward", "search_iteration", "derived_training")
 
 # Rows of variants that could not run, added to the JSON file by conftest's pytest_benchmark_update_json.
 SKIPPED: list[dict[str, Any]] = []
+
+
+class BudgetExceeded(Exception):
+    """Raised into a test that is still running at the session's deadline (budget + DEADLINE_GRACE_S)."""
 
 
 def synced_perf_counter() -> float:
@@ -56,6 +70,7 @@ class Settings:
     started: float = field(default_factory=time.perf_counter)
     cache: dict[str, Any] = field(default_factory=dict)  # results rows share (fp32 rewards, medians, ...)
     compile_estimate_s: float = 75.0  # expected cost of one compiled GAN row; raised to the longest seen
+    deadline_hit: bool = False  # set when `Deadline` interrupted a test (its failure is the budget's)
 
     @property
     def full(self) -> bool:
@@ -89,6 +104,7 @@ def skip_row(benchmark, request, info: dict[str, Any], reason: str) -> None:
     info = {**info, "skipped_reason": reason}
     benchmark.extra_info.update(info)
     benchmark.skipped = True  # no "fixture was not used" warning
+    request.node.autogan_built_nothing = True  # conftest: nothing to release after this test
     SKIPPED.append(_skipped_entry(request.node, info))
     pytest.skip(reason)
 
@@ -169,7 +185,11 @@ def budget_from_env() -> float | None:
 def record_failure(benchmark, request, info: dict[str, Any], exc: BaseException) -> None:
     """A variant that raised: its row is kept with the error as `skipped_reason`; the caller re-raises
     (a failing fused variant is a bug) or skips (a torch.compile failure is a result)."""
-    reason = f"failed: {first_line(exc)}"
+    settings = getattr(request.config, "_autogan_bench", None)
+    if isinstance(exc, BudgetExceeded) or (settings is not None and settings.deadline_hit):
+        reason = f"time budget: interrupted at the deadline ({first_line(exc)})"
+    else:
+        reason = f"failed: {first_line(exc)}"
     info = {**info, "skipped_reason": reason}
     benchmark.extra_info.update(info)
     benchmark.has_error = True  # keep the partial pytest-benchmark entry out of the JSON
@@ -193,3 +213,107 @@ def variant_skip_reason(variant: str, settings: Settings, estimate_s: float | No
     if estimate_s is not None and settings.full:
         return settings.budget_reason(estimate_s)
     return None
+
+
+def row_failed(benchmark, request, info: dict[str, Any], exc: BaseException, variant: str) -> None:
+    """A row that raised: recorded (`record_failure`), then skipped when that is a result (a torch.compile
+    failure, or the deadline), else re-raised (a failing eager / fused / graph variant is a bug)."""
+    record_failure(benchmark, request, info, exc)
+    settings = getattr(request.config, "_autogan_bench", None)
+    if isinstance(exc, BudgetExceeded) or (settings is not None and settings.deadline_hit):
+        # (torch.compile wraps the interrupt in its own exception types: any failure after one is the budget's)
+        pytest.skip(f"time budget: interrupted at the deadline ({first_line(exc)})")
+    if variant == "compile":
+        pytest.skip(f"torch.compile failed: {first_line(exc)}")
+    raise exc
+
+
+def fresh_compile_state() -> None:
+    """Before a torch.compile row: forget every earlier row's compiled code, guards and recompile counts
+    (and, on CUDA, the CUDA-graph trees of mode reduce-overhead), so one row cannot hit dynamo's
+    recompile limit (silently running eager) or replay state because of another; raise that limit."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if isinstance(getattr(config, name, None), int):
+            with contextlib.suppress(Exception):
+                setattr(config, name, max(getattr(config, name), COMPILE_RECOMPILE_LIMIT))
+
+
+def release_memory(device: torch.device, compiled: bool = False) -> None:
+    """After a row: drop its garbage (the reward pipeline's step closures make reference cycles that hold
+    captured graphs and buffers), torch.compile's state after a compile row, and the cached blocks.
+    Never raises (after a CUDA error every call would)."""
+    if device.type != "cuda":
+        return
+    with contextlib.suppress(Exception):
+        gc.collect()
+        if compiled:
+            import torch._dynamo
+
+            torch._dynamo.reset()
+            gc.collect()
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+class Deadline:
+    """Interrupts a test still running DEADLINE_GRACE_S after the session's budget ran out.
+
+    The budget only decides whether a variant starts (from its estimate); an estimate that is far off
+    (a cold torch.compile, a slow capture) would otherwise run into gpu_check.sh's step timeout, which
+    kills pytest before it writes its final results. SIGALRM raises `BudgetExceeded` in the main thread,
+    only while a test's call runs (`active`), never in pytest's own reporting or JSON writing;
+    again every DEADLINE_REPEAT_S while the same test runs, in case code that catches every Exception
+    (a graph capture's fallback) swallowed it. The rows record it as `skipped_reason` and skip.
+    """
+
+    def __init__(self, settings: Settings, grace_s: float = DEADLINE_GRACE_S, repeat_s: float = DEADLINE_REPEAT_S):
+        self.settings = settings
+        self.grace_s, self.repeat_s = grace_s, repeat_s
+        self.active = False
+        self.armed = False
+        self._previous = None
+
+    @property
+    def at(self) -> float | None:
+        """Seconds after `settings.started` the deadline falls (None: no budget)."""
+        b = self.settings.budget_s
+        return None if b is None else b + self.grace_s
+
+    def arm(self) -> None:
+        at = self.at
+        if at is None or self.armed or not hasattr(signal, "setitimer"):
+            return
+        try:
+            self._previous = signal.signal(signal.SIGALRM, self._handler)
+        except ValueError:  # not the main thread: no deadline
+            return
+        signal.setitimer(signal.ITIMER_REAL, max(at - self.settings.elapsed(), 0.01), self.repeat_s)
+        self.armed = True
+
+    def disarm(self) -> None:
+        if not self.armed:
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        with contextlib.suppress(Exception):
+            signal.signal(signal.SIGALRM, self._previous or signal.SIG_DFL)
+        self.armed = False
+
+    @contextlib.contextmanager
+    def watching(self):
+        """The span a deadline may interrupt (a test's call: the rows build their state there)."""
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.active and self.at is not None and self.settings.elapsed() >= self.at:
+            self.settings.deadline_hit = True
+            raise BudgetExceeded(f"still running {self.settings.elapsed():.0f} s into a "
+                                 f"{self.settings.budget_s:.0f} s budget: interrupted so the results are written")

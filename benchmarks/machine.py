@@ -87,7 +87,7 @@ def _nvml_handle(pynvml, device: torch.device):
         domain, dev = getattr(props, "pci_domain_id", 0), getattr(props, "pci_device_id", 0)
         try:
             return pynvml.nvmlDeviceGetHandleByPciBusId(f"{domain:08X}:{bus:02X}:{dev:02X}.0")
-        except pynvml.NVMLError:
+        except Exception:  # NVMLError, or a TypeError from an nvidia-ml-py that wants bytes: use the index
             pass
     return pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
 
@@ -119,7 +119,9 @@ def nvml_snapshot(device: torch.device) -> dict[str, Any]:
         h = _nvml_handle(pynvml, device)
         sm, mem = pynvml.NVML_CLOCK_SM, pynvml.NVML_CLOCK_MEM
         cuda_drv = q("nvmlSystemGetCudaDriverVersion_v2") or q("nvmlSystemGetCudaDriverVersion")
-        reasons = q("nvmlDeviceGetCurrentClocksEventReasons", h) or q("nvmlDeviceGetCurrentClocksThrottleReasons", h)
+        reasons = q("nvmlDeviceGetCurrentClocksEventReasons", h)
+        if reasons is None:  # 0 (no reason: full clocks) is the common answer, not a missing one
+            reasons = q("nvmlDeviceGetCurrentClocksThrottleReasons", h)
         return {
             "name": q("nvmlDeviceGetName", h),
             "driver": q("nvmlSystemGetDriverVersion"),
@@ -145,32 +147,67 @@ def nvml_snapshot(device: torch.device) -> dict[str, Any]:
             pynvml.nvmlShutdown()
 
 
+def _read(getter) -> Any:
+    try:
+        return getter()
+    except Exception as exc:  # torch >= 2.9 raises reading a legacy flag after a mix of legacy and new APIs
+        return f"unreadable ({_first_line(exc)[:80]})"
+
+
 def tf32_flags() -> dict[str, Any]:
-    flags = {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-             "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    flags = {"cudnn.allow_tf32": _read(lambda: torch.backends.cudnn.allow_tf32),
+             "cuda.matmul.allow_tf32": _read(lambda: torch.backends.cuda.matmul.allow_tf32),
              "cudnn.benchmark": torch.backends.cudnn.benchmark,
-             "float32_matmul_precision": torch.get_float32_matmul_precision()}
+             "float32_matmul_precision": _read(torch.get_float32_matmul_precision)}
     for name, obj in (("cuda.matmul.fp32_precision", torch.backends.cuda.matmul),
                       ("cudnn.conv.fp32_precision", getattr(torch.backends.cudnn, "conv", None))):
-        value = getattr(obj, "fp32_precision", None) if obj is not None else None
+        value = _read(lambda obj=obj: getattr(obj, "fp32_precision", None)) if obj is not None else None
         if value is not None:
             flags[name] = value
     return flags
+
+
+def _new_api_owners() -> list:
+    """torch >= 2.9's per-backend `fp32_precision` owners (cuBLAS matmul, cuDNN conv and RNN)."""
+    cudnn = torch.backends.cudnn
+    owners = [torch.backends.cuda.matmul, getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None)]
+    return [o for o in owners if o is not None and hasattr(o, "fp32_precision")]
 
 
 @contextlib.contextmanager
 def op_flags():
     """The op rows' settings, as the issue-4 benchmark ran them: TF32 convs (cuDNN's default) and matmuls,
     cuDNN autotuning (it gives the eager conv its best algorithm). Restored on exit. The end-to-end rows
-    run with PyTorch's defaults, as the search and training commands do."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark)
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
+    run with PyTorch's defaults, as the search and training commands do.
+
+    Set through the legacy setters (on torch >= 2.9 they set the new per-op flags too, consistently);
+    saved and restored without reading a legacy flag where that could raise (a mixed legacy / new state
+    left by other code), so the exact previous state comes back."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    try:
+        legacy = (cudnn.allow_tf32, matmul.allow_tf32)
+    except RuntimeError:
+        legacy = None
+    new = [(owner, owner.fp32_precision) for owner in _new_api_owners()]
+    try:
+        precision = torch.get_float32_matmul_precision()
+    except RuntimeError:
+        precision = None
+    benchmark = cudnn.benchmark
+    cudnn.allow_tf32 = True
+    matmul.allow_tf32 = True
+    cudnn.benchmark = True
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.benchmark = saved
+        if legacy is not None:
+            cudnn.allow_tf32, matmul.allow_tf32 = legacy
+        elif precision is not None:
+            torch.set_float32_matmul_precision(precision)
+        for owner, value in new:
+            with contextlib.suppress(Exception):
+                owner.fp32_precision = value
+        cudnn.benchmark = benchmark
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

@@ -8,12 +8,12 @@ loop without its periodic evaluations, through the variant's engine (graph: two 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from .harness import (
+    fresh_compile_state,
     measure,
     new_info,
-    record_failure,
+    row_failed,
     skip_row,
     synced_perf_counter,
     timed,
@@ -37,9 +37,11 @@ def test_derived_training(benchmark, request, settings, gan_data, variant):
     reason = variant_skip_reason(variant, settings, ESTIMATE_S.get(variant, settings.compile_estimate_s))
     if reason is not None:
         skip_row(benchmark, request, info, reason)
-    runner = DerivedRunner(variant, config, gan_data, g_iters, settings.device, settings.compile_backend,
-                           settings.compile_mode)
+    if variant == "compile":
+        fresh_compile_state()
     try:
+        runner = DerivedRunner(variant, config, gan_data, g_iters, settings.device, settings.compile_backend,
+                               settings.compile_mode)
         flop = runner.flop_per_call()
         frames = dynamo_frames() if variant == "compile" else 0
         first, _ = timed(runner, settings.device)  # captures / compiles
@@ -47,10 +49,7 @@ def test_derived_training(benchmark, request, settings, gan_data, variant):
         median = measure(benchmark, settings, info, runner, rounds=5 if settings.full else 1, warmup_rounds=1,
                          flop=flop, items=g_iters, unit="G iterations")
     except Exception as exc:
-        record_failure(benchmark, request, info, exc)
-        if variant == "compile":
-            pytest.skip(f"torch.compile failed: {exc}")
-        raise
+        row_failed(benchmark, request, info, exc, variant)
     if runner.cache is not None:
         info.update(captures=runner.cache.stats.captures, graph_stats=runner.cache.stats.as_dict())
     if variant == "compile":
@@ -58,5 +57,3 @@ def test_derived_training(benchmark, request, settings, gan_data, variant):
         if median is not None:
             info["compile_seconds"] = max(first - median, 0.0)
     benchmark.extra_info.update(info)
-    if settings.device.type == "cuda":
-        torch.cuda.empty_cache()

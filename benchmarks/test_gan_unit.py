@@ -13,12 +13,12 @@ The compile variant of a stream label runs only when the budget allows a recompi
 from __future__ import annotations
 
 import pytest
-import torch
 
 from .harness import (
+    fresh_compile_state,
     measure,
     new_info,
-    record_failure,
+    row_failed,
     skip_row,
     synced_perf_counter,
     timed,
@@ -66,9 +66,12 @@ def test_gan_unit(benchmark, request, settings, gan_data, stage, one_arch, varia
         skip_row(benchmark, request, info, reason)
 
     device = settings.device
-    runner = UnitRunner(variant, config, gan_data, stage, stream, device, settings.compile_backend,
-                        settings.compile_mode)
+    if variant == "compile":
+        fresh_compile_state()
+    runner = None
     try:
+        runner = UnitRunner(variant, config, gan_data, stage, stream, device, settings.compile_backend,
+                            settings.compile_mode)
         flop = runner.flop_per_unit(units)  # counted before any step: eval-mode forwards, no grad
         frames = dynamo_frames()
         first_pass, _ = timed(lambda: [runner() for _ in range(units)], device)  # captures / compiles
@@ -76,12 +79,10 @@ def test_gan_unit(benchmark, request, settings, gan_data, stage, one_arch, varia
         median = measure(benchmark, settings, info, runner, rounds=units * passes, flop=flop,
                          items=config.n_critic, unit="D steps")
     except Exception as exc:
-        record_failure(benchmark, request, info, exc)
-        if variant == "compile":
-            pytest.skip(f"torch.compile failed: {exc}")
-        raise
+        row_failed(benchmark, request, info, exc, variant)
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     if runner.cache is not None:
         info.update(captures=runner.cache.stats.captures, graph_stats=runner.cache.stats.as_dict())
     if variant == "compile":
@@ -90,5 +91,3 @@ def test_gan_unit(benchmark, request, settings, gan_data, stage, one_arch, varia
             info["compile_seconds"] = max(first_pass - units * median, 0.0)
             settings.compile_estimate_s = max(settings.compile_estimate_s, first_pass / distinct)
     benchmark.extra_info.update(info)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

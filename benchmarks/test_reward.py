@@ -13,12 +13,11 @@ With no Inception weights file the network is randomly initialised (`feature_net
 from __future__ import annotations
 
 import pytest
-import torch
 
 from autogan_fast.reward import spearman
 
 from .flops import feature_net_flops_per_image
-from .harness import measure, new_info, record_failure, skip_row, synced_perf_counter, variant_skip_reason
+from .harness import measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason
 from .workloads import RewardRunner, mean_reward_flops, reward_feature_net, reward_gan, shared_config, stream_archs
 
 pytestmark = pytest.mark.benchmark(timer=synced_perf_counter)
@@ -27,35 +26,48 @@ ESTIMATE_S = {"eager": 8.0, "fp32": 35.0, "tf32": 10.0, "bf16": 7.0}  # full siz
 PEAK_PRECISION = {"eager": "fp32", "fp32": "fp32", "tf32": "tf32", "bf16": "bf16"}
 
 
+N_ARCHS = {"full": 20, "tiny": 3}  # scored architectures per precision variant (after one warm-up)
+
+
 @pytest.fixture(scope="module")
 def reward_setup(settings):
-    config = shared_config(settings.size)
-    net, note, px = reward_feature_net(settings.size, settings.device)
-    n_archs = 20 if settings.full else 3
-    archs = stream_archs(2, n_archs + 1, config.hid_size, seed=7, distinct=True)  # [0]: the warm-up arch
-    gan = reward_gan(config, settings.device)
-    per_image = feature_net_flops_per_image(net, px, settings.device)
-    flop = mean_reward_flops(gan, config, archs[1:], per_image, settings.device)
-    return config, net, note, archs, gan, flop
+    """The rows' shared state, built by the first row that runs (a row the budget skips builds nothing):
+    a callable returning (config, net, note, archs, gan, flop)."""
+    built: list = []
+
+    def get():
+        if not built:
+            config = shared_config(settings.size)
+            net, note, px = reward_feature_net(settings.size, settings.device)
+            archs = stream_archs(2, N_ARCHS[settings.size] + 1, config.hid_size, seed=7, distinct=True)  # [0]: warm-up
+            gan = reward_gan(config, settings.device)
+            per_image = feature_net_flops_per_image(net, px, settings.device)
+            flop = mean_reward_flops(gan, config, archs[1:], per_image, settings.device)
+            built.append((config, net, note, archs, gan, flop))
+        return built[0]
+
+    yield get
+    built.clear()
 
 
 @pytest.mark.parametrize("variant", ["eager", "fp32", "tf32", "bf16"])
 def test_reward(benchmark, request, settings, reward_setup, variant):
-    config, net, note, archs, gan, flop = reward_setup
-    rounds = 3 if variant == "eager" else len(archs) - 1
-    info = new_info("reward", variant, f"IS of {config.rl_num_eval_img} images", feature_net=note,
+    config = shared_config(settings.size)
+    rounds = 3 if variant == "eager" else N_ARCHS[settings.size]
+    info = new_info("reward", variant, f"IS of {config.rl_num_eval_img} images",
                     images=config.rl_num_eval_img, batch_size=config.eval_batch_size, splits=config.is_splits,
                     architectures=rounds, precision="fp32 (exact)" if variant == "eager" else variant)
     reason = variant_skip_reason(variant, settings, ESTIMATE_S[variant])
     if reason is not None:
         skip_row(benchmark, request, info, reason)
-    runner = RewardRunner(variant, config, gan.gen, net, archs, settings.device)
     try:
+        config, net, note, archs, gan, flop = reward_setup()
+        info["feature_net"] = note
+        runner = RewardRunner(variant, config, gan.gen, net, archs, settings.device)
         measure(benchmark, settings, info, runner, rounds=rounds, warmup_rounds=1, flop=flop,
                 peak_precision=PEAK_PRECISION[variant], items=config.rl_num_eval_img, unit="images")
     except Exception as exc:
-        record_failure(benchmark, request, info, exc)
-        raise
+        row_failed(benchmark, request, info, exc, variant)
     rewards = [runner.rewards[i] for i in range(1, rounds + 1)]
     info["rewards"] = rewards
     cache = settings.cache
@@ -74,5 +86,3 @@ def test_reward(benchmark, request, settings, reward_setup, variant):
             info["graph_stats"] = runner.cache.stats.as_dict()
             info["captures"] = runner.cache.stats.captures
     benchmark.extra_info.update(info)
-    if settings.device.type == "cuda":
-        torch.cuda.empty_cache()

@@ -14,10 +14,9 @@ precision (`reward_precision`); the eager variant is the eager engine with the e
 from __future__ import annotations
 
 import pytest
-import torch
 
 from .flops import feature_net_flops_per_image
-from .harness import measure, new_info, record_failure, skip_row, synced_perf_counter, variant_skip_reason
+from .harness import measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason
 from .workloads import SearchRunner, reward_feature_net, search_plan, shared_config
 
 pytestmark = pytest.mark.benchmark(timer=synced_perf_counter)
@@ -43,24 +42,23 @@ def test_search_iteration(benchmark, request, settings, gan_data, variant):
     reason = variant_skip_reason(variant, settings, ESTIMATE_S[variant])
     if reason is not None:
         skip_row(benchmark, request, info, reason)
-    net, note, px = reward_feature_net(settings.size, settings.device)
-    info["feature_net"] = note
     warmup, rounds = 1, 2 if settings.full else 1
-    runner = SearchRunner(variant, config, gan_data, net, plan, warmup + rounds, settings.device)
+    runner = None
     try:
+        net, note, px = reward_feature_net(settings.size, settings.device)
+        info["feature_net"] = note
+        runner = SearchRunner(variant, config, gan_data, net, plan, warmup + rounds, settings.device)
         flop = runner.flop_per_call(feature_net_flops_per_image(net, px, settings.device))
         measure(benchmark, settings, info, runner, rounds=rounds, warmup_rounds=warmup, flop=flop,
                 peak_precision="tf32")
         info.update(runner.projection(skip_first=warmup))
         info["first_call_seconds"] = sum(runner.parts[0].values())
     except Exception as exc:
-        record_failure(benchmark, request, info, exc)
-        raise
+        row_failed(benchmark, request, info, exc, variant)
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
     if runner.graphs is not None:
         info.update(captures=runner.graphs.stats.captures, graph_stats={
             "shared": runner.graphs.stats.as_dict(), "reward": runner.reward_graphs.stats.as_dict()})
     benchmark.extra_info.update(info)
-    if settings.device.type == "cuda":
-        torch.cuda.empty_cache()

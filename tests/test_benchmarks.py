@@ -95,6 +95,78 @@ def test_timed_run_writes_the_results_schema(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# The session's deadline and the op rows' TF32 switches (CUDA-session paths, checked on the CPU)
+
+
+def test_deadline_interrupts_only_a_running_test():
+    """Past the budget, SIGALRM raises BudgetExceeded into a running test's call, never outside one."""
+    import time
+
+    from benchmarks.harness import BudgetExceeded, Deadline, Settings
+
+    settings = Settings(device=torch.device("cpu"), size="tiny", timing=True, compile=False,
+                        compile_skip_reason=None, budget_s=0.0)
+    deadline = Deadline(settings, grace_s=0.2, repeat_s=0.1)
+    deadline.arm()
+    try:
+        time.sleep(0.5)  # the deadline passes with no test running: nothing raised, the sleep completes
+        assert not settings.deadline_hit
+        with pytest.raises(BudgetExceeded), deadline.watching():
+            end = time.perf_counter() + 10
+            while time.perf_counter() < end:
+                pass
+        assert settings.deadline_hit and not deadline.active
+    finally:
+        deadline.disarm()
+    assert not deadline.armed
+
+
+def test_sigterm_still_writes_the_results_file(tmp_path):
+    """gpu_check.sh's step timeout sends SIGTERM: pytest stops as on Ctrl-C and writes the JSON file."""
+    import signal
+    import time
+
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                             "--benchmark-json", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and proc.poll() is None and not (out.exists() and out.stat().st_size):
+            time.sleep(0.05)  # the first partial write: the session (and its SIGTERM handler) has started
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    data = json.loads(out.read_text())
+    if proc.returncode == 0:  # the whole (fast) smoke suite finished before the signal
+        assert data["complete"] is True
+    else:
+        assert data["complete"] is False and data["terminated_by_signal"] == signal.SIGTERM
+        assert data["benchmarks"] and "machine_info" in data
+
+
+def test_op_flags_restore_the_tf32_state_inside_a_reward_precision():
+    """torch >= 2.9 raises reading a legacy TF32 flag inside the reward's fp32 context (new API): the op
+    rows' switch and the machine info must not."""
+    from autogan_fast.reward import fp32_precision
+    from benchmarks.machine import op_flags, tf32_flags
+
+    start = tf32_flags()
+    with fp32_precision("ieee"):
+        before = tf32_flags()
+        with op_flags():
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+            assert torch.backends.cudnn.benchmark
+        assert tf32_flags() == before
+    with op_flags():
+        pass
+    assert tf32_flags() == start
+
+
+# ---------------------------------------------------------------------------------------------
 # FLOP counts
 
 
