@@ -20,7 +20,7 @@ import dataclasses
 import math
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -30,7 +30,6 @@ from torch import nn
 from tqdm import tqdm
 
 from autogan_fast import engine as engine_module
-from autogan_fast import graph_engine as graph_engine_module
 from autogan_fast.config import SearchConfig, TrainConfig, preset_config
 from autogan_fast.controller import Beams, Controller
 from autogan_fast.data import DeviceImageData
@@ -156,26 +155,6 @@ def dynamo_frames() -> int:
     return int(sum(counters["stats"].get(k, 0) for k in ("unique_graphs",)))
 
 
-@contextlib.contextmanager
-def keep_gan_steps() -> Iterator[list[GANStep]]:
-    """Keep every `GANStep` that `train_shared_graph` builds alive for the run.
-
-    `train_shared_graph` builds a new GANStep (new static buffers) per call while the GraphCache keeps
-    graphs captured over an earlier call's buffers and replays them in later calls; freed, those buffers
-    could be reused by other tensors and a replayed gather could read garbage indices. Holding them keeps
-    every replay in bounds (it still reads the earlier call's index buffer: see the report).
-    """
-    kept: list[GANStep] = []
-
-    def make(*args, **kwargs):
-        step = GANStep(*args, **kwargs)
-        kept.append(step)
-        return step
-
-    with mock.patch.object(graph_engine_module, "GANStep", make):
-        yield kept
-
-
 def backend_name(variant: str) -> str:
     return "torch" if variant in ("eager", "compile") else "auto"
 
@@ -208,8 +187,6 @@ class UnitRunner:
         self.flops = GanFlops(self.gan.gen, self.gan.dis, stage, config.latent_dim, config.dis_bs, config.gen_bs,
                               config.n_critic, device)
         self._stack = contextlib.ExitStack()
-        if variant == "graph":
-            self._stack.enter_context(keep_gan_steps())
 
     def close(self) -> None:
         self._stack.close()
@@ -406,8 +383,6 @@ class SearchRunner:
         self._tmp = tempfile.TemporaryDirectory(prefix="autogan-bench-search-")
         self.log = JsonlLog(Path(self._tmp.name) / "log.jsonl")
         self._stack = contextlib.ExitStack()
-        if variant == "graph":
-            self._stack.enter_context(keep_gan_steps())
         self._windows = (self.state.g_window, self.state.d_window)
 
     def close(self) -> None:
@@ -538,6 +513,6 @@ class DerivedRunner:
 
 
 __all__ = ["STAGES", "VARIANTS", "DerivedRunner", "RewardRunner", "SearchPlan", "SearchRunner", "TinyFeatureNet",
-           "UnitRunner", "compiled_steps", "feature_net_flops_per_image", "keep_gan_steps", "reward_feature_net",
+           "UnitRunner", "compiled_steps", "feature_net_flops_per_image", "reward_feature_net",
            "reward_gan", "search_plan", "shared_config", "stage_beams", "stage_label", "stream_archs",
            "synthetic_data", "train_config"]
