@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from autogan_fast.reward import fp32_precision
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # (substring of the lower-cased device name, peaks in TFLOP/s); the first match wins, so the more
@@ -167,47 +169,21 @@ def tf32_flags() -> dict[str, Any]:
     return flags
 
 
-def _new_api_owners() -> list:
-    """torch >= 2.9's per-backend `fp32_precision` owners (cuBLAS matmul, cuDNN conv and RNN)."""
-    cudnn = torch.backends.cudnn
-    owners = [torch.backends.cuda.matmul, getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None)]
-    return [o for o in owners if o is not None and hasattr(o, "fp32_precision")]
-
-
 @contextlib.contextmanager
 def op_flags():
     """The op rows' settings, as the issue-4 benchmark ran them: TF32 convs (cuDNN's default) and matmuls,
     cuDNN autotuning (it gives the eager conv its best algorithm). Restored on exit. The end-to-end rows
     run with PyTorch's defaults, as the search and training commands do.
 
-    Set through the legacy setters (on torch >= 2.9 they set the new per-op flags too, consistently);
-    saved and restored without reading a legacy flag where that could raise (a mixed legacy / new state
-    left by other code), so the exact previous state comes back."""
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    TF32 through the reward's switch (`autogan_fast.reward.fp32_precision`): legacy setters that keep
+    torch >= 2.9's per-op flags consistent, and an exact restore that never reads a flag that could raise."""
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
     try:
-        legacy = (cudnn.allow_tf32, matmul.allow_tf32)
-    except RuntimeError:
-        legacy = None
-    new = [(owner, owner.fp32_precision) for owner in _new_api_owners()]
-    try:
-        precision = torch.get_float32_matmul_precision()
-    except RuntimeError:
-        precision = None
-    benchmark = cudnn.benchmark
-    cudnn.allow_tf32 = True
-    matmul.allow_tf32 = True
-    cudnn.benchmark = True
-    try:
-        yield
+        with fp32_precision("tf32"):
+            yield
     finally:
-        if legacy is not None:
-            cudnn.allow_tf32, matmul.allow_tf32 = legacy
-        elif precision is not None:
-            torch.set_float32_matmul_precision(precision)
-        for owner, value in new:
-            with contextlib.suppress(Exception):
-                owner.fp32_precision = value
-        cudnn.benchmark = benchmark
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
