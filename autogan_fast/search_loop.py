@@ -147,7 +147,8 @@ def sample_phase_archs(state: SearchState, steps: int) -> list[list[int]]:
 
 
 def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
-    """IS of the generator's current architecture (the reward), through the run's reward pipeline."""
+    """IS of the generator's current architecture (the reward), through the run's reward pipeline; without
+    one (`run_search` always sets it; the benchmark's eager baseline does not) the eager `inception_score`."""
     config = state.config
     if state.reward is None:
         return inception_score(state.gan.gen, feature_net, config.rl_num_eval_img, config.latent_dim,
