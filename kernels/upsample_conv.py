@@ -448,12 +448,17 @@ def _weight_grad_split(pixels: int, c_in: int, c_out: int, device: torch.device)
     return max(1, _cdiv(pixels, pix_per_split)), pix_per_split
 
 
+_programs_by_device: dict[torch.device, int] = {}  # a plain dict: torch.compile traces it (not functools caches)
+
+
 def _target_programs(device: torch.device) -> int:
     """Grad-weight split-K aims for about 4 programs per SM; 32 on the interpreter keeps tests quick.
-    (torch keeps the device properties: no functools cache, which torch.compile would warn about.)"""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 32
+    Cached: every call of the op asks (its int32 bound and the backward launcher)."""
+    programs = _programs_by_device.get(device)
+    if programs is None:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+        programs = _programs_by_device[device] = 4 * sms
+    return programs
 
 
 def _fp32_precision_setting() -> str:
