@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from capture_helpers import RecordingBackend
 
 from autogan_fast.config import preset_config
 from autogan_fast.data import DeviceImageData, load_images
@@ -19,21 +20,6 @@ from autogan_fast.graphs import CaptureBackend, GraphCache
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=8, gen_bs=8)
 CPU = torch.device("cpu")
-
-
-class RecordingBackend(CaptureBackend):
-    """Runs eagerly and records what the cache asked for, in order."""
-
-    def __init__(self):
-        self.calls = []
-
-    def warmup(self, step):
-        self.calls.append("warmup")
-        step()
-
-    def capture(self, step):
-        self.calls.append("capture")
-        return step
 
 
 def random_archs(stage, n, seed):
@@ -120,7 +106,8 @@ def test_graph_keys_are_stage_arch_kind_and_batch_shapes(digits):
     assert keys == [(0, tuple(a), True, 8, 8), (0, tuple(a), False, 8, 8), (0, tuple(b), True, 8, 8),
                     (0, tuple(b), False, 8, 8)]
     assert cache.stats.warmups == cache.stats.captures == 4 and cache.stats.hits == 2
-    assert backend.calls == ["warmup", "capture"] * 4  # always warm up, then capture
+    # always warm up, then capture; the two hits (steps 2 and 5) replay
+    assert backend.events == ["warmup", "capture"] * 2 + ["replay"] + ["warmup", "capture"] * 2 + ["replay"]
 
 
 def test_engine_choice():

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from capture_helpers import RecordingBackend
 
 from autogan_fast.data import quantize_images
 from autogan_fast.engine import inception_score
@@ -65,26 +66,6 @@ def random_archs(count, stage, seed):
         assert len(arch) == ARCH_LENGTHS[stage]
         archs.append(tuple(arch))
     return archs
-
-
-class RecordingBackend(CaptureBackend):
-    """Eager like its base, recording the order of warm-ups, captures and replays."""
-
-    def __init__(self):
-        self.events = []
-
-    def warmup(self, step):
-        self.events.append("warmup")
-        step()
-
-    def capture(self, step):
-        self.events.append("capture")
-
-        def replay():
-            self.events.append("replay")
-            step()
-
-        return replay
 
 
 # ---------------------------------------------------------------------------------------------
