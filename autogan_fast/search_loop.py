@@ -133,7 +133,12 @@ def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.devic
 def distinct(ranked: list[tuple[list[int], float]]) -> list[tuple[list[int], float]]:
     """The first (best) entry of each architecture in a best-first list."""
     seen: set[tuple[int, ...]] = set()
-    return [(arch, value) for arch, value in ranked if not (tuple(arch) in seen or seen.add(tuple(arch)))]
+    kept = []
+    for arch, value in ranked:
+        if tuple(arch) not in seen:
+            seen.add(tuple(arch))
+            kept.append((arch, value))
+    return kept
 
 
 @torch.no_grad()

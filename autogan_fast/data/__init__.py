@@ -77,8 +77,13 @@ class DeviceImageData:
         return EpochBatches(self.at_resolution(resolution), batch_size)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """Batches in one epoch: len // batch_size (the last partial batch is dropped, see `EpochBatches`)."""
-        return max(1, len(self) // batch_size)
+        """Batches in one epoch (see `batches_per_epoch`)."""
+        return batches_per_epoch(len(self), batch_size)
+
+
+def batches_per_epoch(num_images: int, batch_size: int) -> int:
+    """len // batch_size: the last partial batch is dropped (see `EpochBatches`); at least one."""
+    return max(1, num_images // batch_size)
 
 
 def gather_batch(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ class EpochBatches:
     def __init__(self, images: torch.Tensor, batch_size: int):
         self.images = images
         self.batch_size = batch_size
-        self.per_epoch = max(1, len(images) // batch_size)
+        self.per_epoch = batches_per_epoch(len(images), batch_size)
         self.perm: torch.Tensor | None = None
         self.position = 0  # batches of the current epoch already handed out
 
