@@ -136,14 +136,19 @@ class LossWindow:
         self.position.fill_(self.count % len(self.values))
 
 
-def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:
-    """Both windows full and either loss variance below the threshold (host sync: one per G step).
+def loss_variance_low(g_window: LossWindow, d_window: LossWindow, threshold: float) -> torch.Tensor:
+    """On the device: either window's loss variance below the threshold (AutoGAN's reset condition).
 
     Population variances (divide by the window size), as AutoGAN's `RunningStats.get_var`."""
+    variances = torch.stack([g_window.values.var(unbiased=False), d_window.values.var(unbiased=False)])
+    return (variances < threshold).any()
+
+
+def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:
+    """Both windows full and `loss_variance_low` (host sync: one per G step)."""
     if not (g_window.full and d_window.full):
         return False
-    variances = torch.stack([g_window.values.var(unbiased=False), d_window.values.var(unbiased=False)])
-    return bool((variances < threshold).any().item())  # host sync
+    return bool(loss_variance_low(g_window, d_window, threshold).item())  # host sync
 
 
 def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .config import ENGINES, SearchConfig, check_engine
 from .data import DeviceImageData, gather_batch
-from .engine import LossWindow, SharedGAN, TrainSummary, discriminator_step, generator_step
+from .engine import LossWindow, SharedGAN, TrainSummary, discriminator_step, generator_step, loss_variance_low
 from .errors import UsageError
 from .graphs import GraphCache
 
@@ -100,9 +100,7 @@ class GANStep:
         if self.after_g is not None:
             self.after_g()
         if self.reset_threshold is not None:  # the eager rule, evaluated on the device into a sticky flag
-            low = torch.stack([self.g_window.values.var(unbiased=False),
-                               self.d_window.values.var(unbiased=False)]) < self.reset_threshold
-            self.reset_due |= self.armed & low.any()
+            self.reset_due |= self.armed & loss_variance_low(self.g_window, self.d_window, self.reset_threshold)
 
 
 def train_shared_graph(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, stage: int,
