@@ -212,20 +212,17 @@ def _compile_one(args: tuple[int, int]) -> Usage:
     return compile_usage(_WORKER_LAUNCHES[arch][index], arch)
 
 
+# The launches of the current `measure` per arch, module-level so forked compile workers inherit them.
 _WORKER_LAUNCHES: dict[int, list[Launch]] = {}
-
-
-def _init_worker(archs: tuple[int, ...], channels: tuple[int, ...], ops: tuple[str, ...]) -> None:
-    cases = all_cases(channels, ops)
-    for arch in archs:
-        _WORKER_LAUNCHES[arch] = collect_launches(arch, cases)
 
 
 def measure(archs: Iterable[int] = (90, 80), channels: Iterable[int] = (64, 128, 256),
             ops: Iterable[str] = OPS, workers: int | None = None) -> list[Usage]:
     """Usage of every distinct launch for each arch; compiles in parallel worker processes."""
     archs, channels, ops = tuple(archs), tuple(channels), tuple(ops)
-    _init_worker(archs, channels, ops)
+    cases = all_cases(channels, ops)
+    for arch in archs:
+        _WORKER_LAUNCHES[arch] = collect_launches(arch, cases)
     jobs = [(arch, i) for arch in archs for i in range(len(_WORKER_LAUNCHES[arch]))]
     workers = workers or os.cpu_count() or 1
     if workers == 1:
