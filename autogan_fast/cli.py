@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 from .config import default_feature_net, field_docs, flag
 from .data import DeviceImageData, load_images
+from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
 from .metrics import FeatureNet, load_feature_net
 
@@ -90,18 +93,30 @@ def apply_resume_overrides(run_dir: Path, config: C, overrides: dict[str, object
     return dataclasses.replace(config, **overrides).validate()
 
 
-def open_inputs(config: typing.Any, resolution: int) -> tuple[torch.device, DeviceImageData, FeatureNet]:
+@contextlib.contextmanager
+def torchrun_world(device_name: str) -> Iterator[World]:
+    """The `World` this process runs in (joined under torchrun, see `distributed`), left at the end."""
+    world = start_world(resolve_device(device_name))
+    try:
+        yield world
+    finally:
+        stop_world(world)
+
+
+def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
+                ) -> tuple[torch.device, DeviceImageData, FeatureNet]:
     """Device, dataset (on the device) and feature network of a run, after seeding every random stream.
 
     `config` is any config with the shared settings (dataset, data_path, split, feature_net,
     inception_weights, device, seed). Everything here fails on bad input with a UsageError, so a
-    command calls it before it creates its run folder. `resolution` only sizes image folders.
+    command calls it before it creates its run folder. `resolution` only sizes image folders. Under
+    torchrun every rank seeds alike (replicated streams) and uses its own GPU.
     """
-    device = resolve_device(config.device)
+    device = world.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     images = load_images(config.dataset, config.data_path, config.split, resolution=resolution)
-    feature_net = load_feature_net(default_feature_net(config.dataset, config.feature_net), device,
-                                   config.inception_weights)
+    feature_net = world.main_first(lambda: load_feature_net(  # rank 0 trains / caches the digits net first
+        default_feature_net(config.dataset, config.feature_net), device, config.inception_weights))
     return device, DeviceImageData(images, device), feature_net
 
 
@@ -109,6 +124,11 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     """Run a command line's main: bad input becomes one line on stderr and exit status 2."""
     spec = main.__globals__.get("__spec__")  # names the module also when it runs as `python -m`
     prog = spec.name if spec is not None else main.__module__
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: say which rank failed, and tell
+        from torch.distributed.elastic.multiprocessing.errors import record  # torchrun its error message
+
+        prog = f"{prog} (rank {os.environ.get('RANK', '?')})"
+        main = record(main)
     try:
         code = main(argv)
     except UsageError as err:

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import SearchConfig
 from .data import DeviceImageData, quantize_images
+from .distributed import SINGLE, World
 from .kernels import InceptionStats
 from .metrics.feature_net import FeatureNet
-from .models import Discriminator, SharedGenerator, init_weights
+from .models import Discriminator, SharedGenerator, init_weights, sync_batch_norm
 
 
 @dataclass
@@ -40,10 +42,14 @@ class SharedGAN:
     dis_opt: torch.optim.Adam
 
     @classmethod
-    def create(cls, config: SearchConfig, device: torch.device, capturable: bool = False) -> SharedGAN:
+    def create(cls, config: SearchConfig, device: torch.device, capturable: bool = False,
+               world: World = SINGLE) -> SharedGAN:
         """Fresh nets (AutoGAN's init) and Adam optimizers; `capturable` Adam keeps its step counts on the
-        device, as CUDA-graph capture needs (the graph engine on CUDA)."""
+        device, as CUDA-graph capture needs (the graph engine on CUDA). Under torchrun G's batch norms
+        take global-batch statistics (`sync_batch_norm`)."""
         gen = SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width)
+        if world.distributed:
+            sync_batch_norm(gen)
         dis = Discriminator(config.df_dim)
         init_weights(gen)
         init_weights(dis)
@@ -155,28 +161,42 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
     return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
 
 
+def rank_noise(batch_size: int, latent_dim: int, device: torch.device, world: World) -> torch.Tensor:
+    """This rank's rows of the global batch's noise: every rank draws all of it (replicated streams)."""
+    return torch.randn(batch_size, latent_dim, device=device)[world.rows(batch_size)]
+
+
 def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Optimizer, real: torch.Tensor,
-                       latent_dim: int) -> torch.Tensor:
-    """One hinge-loss D update on `real` and as many fakes (one D forward for both); returns the loss."""
-    z = torch.randn(real.shape[0], latent_dim, device=real.device)
+                       latent_dim: int, world: World = SINGLE) -> torch.Tensor:
+    """One hinge-loss D update on `real` and as many fakes (one D forward for both); returns the loss.
+
+    Under torchrun `real` is this rank's rows of the global batch; D's gradients are averaged over the
+    ranks by DDP (a DistributedDataParallel `dis`) or else here, the returned loss with them.
+    """
+    z = rank_noise(real.shape[0] * world.size, latent_dim, real.device, world)
     with torch.no_grad():
         fake = gen(z)
     logits = dis(torch.cat([real, fake]))
     d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
     dis_opt.zero_grad(set_to_none=True)
     d_loss.backward()
+    if world.distributed and not isinstance(dis, DistributedDataParallel):
+        d_loss = world.average_gradients(dis, d_loss)
     dis_opt.step()
     return d_loss.detach()
 
 
 def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer, batch_size: int,
-                   latent_dim: int) -> torch.Tensor:
-    """One hinge-loss G update on `batch_size` fakes; returns the loss. Also fills D's grads (the next
-    D step clears them first)."""
-    z = torch.randn(batch_size, latent_dim, device=next(gen.parameters()).device)
+                   latent_dim: int, world: World = SINGLE) -> torch.Tensor:
+    """One hinge-loss G update on `batch_size` fakes (the global batch; this rank's rows under torchrun,
+    gradients averaged as in `discriminator_step`); returns the loss. Also fills D's grads (the next D
+    step clears them first)."""
+    z = rank_noise(batch_size, latent_dim, next(gen.parameters()).device, world)
     g_loss = -dis(gen(z)).mean()
     gen_opt.zero_grad(set_to_none=True)
     g_loss.backward()
+    if world.distributed and not isinstance(gen, DistributedDataParallel):
+        g_loss = world.average_gradients(gen, g_loss)
     gen_opt.step()
     return g_loss.detach()
 
@@ -194,12 +214,14 @@ class TrainSummary:
 
 def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, stage: int,
                  archs: Sequence[Sequence[int]], g_window: LossWindow, d_window: LossWindow,
-                 progress: Callable[[int], None] | None = None) -> TrainSummary:
+                 progress: Callable[[int], None] | None = None, world: World = SINGLE) -> TrainSummary:
     """The eager engine: one D step per architecture of `archs` (the phase's, sampled before it starts;
     `config.shared_epoch` epochs of them), the G step on D steps 0, n_critic, 2 n_critic, ...
 
     Ends early on a dynamic reset (clearing both windows); the caller re-initializes the GAN after
-    the iteration's controller steps, as AutoGAN does.
+    the iteration's controller steps, as AutoGAN does. Under torchrun each rank trains on its rows of
+    every global batch, gradients and losses averaged over the ranks, so the windows (and the reset)
+    are the same on every rank.
     """
     gan.gen.train()
     gan.dis.train()
@@ -207,18 +229,19 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     resolution = gan.gen.output_resolution(stage)
     device = data.device
     total_steps = len(archs)
-    real_batches = data.batches(config.dis_bs, resolution)  # a fresh pass, as AutoGAN's new loader iterator
+    # a fresh pass, as AutoGAN's new loader iterator
+    real_batches = data.batches(config.dis_bs, resolution, world.rows(config.dis_bs))
     d_sum = torch.zeros((), device=device)
     g_sum = torch.zeros((), device=device)
     g_steps = 0
     reset = False
     for step, arch in enumerate(archs):
         gan.gen.set_arch(arch)  # a host list: choosing the path reads nothing from the device
-        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim)
+        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim, world)
         d_window.push(d_loss)
         d_sum += d_loss
         if step % config.n_critic == 0:  # D steps 0, n_critic, 2 n_critic, ... as AutoGAN
-            g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim)
+            g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim, world)
             g_window.push(g_loss)
             g_sum += g_loss
             g_steps += 1

@@ -5,8 +5,9 @@
   python -m autogan_fast.evaluate --dataset cifar10 --data-path P --save-stats F.npz
 
 With --checkpoint (checkpoint.pt or best.pt of a `train` run) the EMA generator is scored exactly as
-training scores it, so by default (the run's seed, image count and batch size) the numbers equal
-the ones training logged at that iteration. FID is against --fid-stats, or else against the cached
+training scores it, so by default (the run's seed and image count) the numbers equal the ones
+training logged at that iteration: image i's latent depends only on the seed and i, whatever the
+batch size or the number of torchrun processes sharing the images. FID is against --fid-stats, or else against the cached
 reference statistics of the run's dataset. The data and scoring flags default to the run's own.
 AutoGAN's own generator files (released `.pth` or its derived-training checkpoints) carry no settings:
 give --arch; the dataset defaults to cifar10 (stl10 for a 48-px generator), the scoring flags to
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli
+from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli, torchrun_world
 from .config import TrainConfig, check_shared_settings, config_from_dict
 from .data import load_images
 from .errors import UsageError
@@ -78,8 +79,9 @@ def positive(name: str, value: int | None) -> None:
         raise UsageError(f"--{name} must be positive, got {value}")
 
 
-def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
-    """IS and FID of the checkpoint's (EMA) generator; `shared` overrides the run's data and scoring flags."""
+def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
+    """IS and FID of the checkpoint's (EMA) generator; `shared` overrides the run's data and scoring flags.
+    Also returns whether this process reports them (rank 0 of a torchrun job: every rank holds them)."""
     if args.resolution is not None:
         raise UsageError("--resolution only applies with --save-stats")
     path = Path(args.checkpoint)
@@ -103,19 +105,23 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> dict:
                          f"covariance), got {num_images}")
     batch_size = args.batch_size or config.eval_batch_size
 
-    device = resolve_device(config.device)
-    feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
-    gen.to(device)
-    if args.fid_stats is not None:
-        reference = checked_fid_stats(args.fid_stats, feature_net)
-    else:
-        resolution = gen.output_size
-        reference = reference_statistics(
-            config.dataset, config.data_path, config.split, resolution, feature_net,
-            lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size, device)
-    metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
-                              config.seed, device)
-    return {**metrics, "checkpoint": str(path), "num_images": num_images, "generator": loaded.describe(path)}
+    with torchrun_world(config.device) as world:  # under torchrun the ranks share the images
+        device = world.device(resolve_device(config.device))
+        feature_net = world.main_first(lambda: load_feature_net(config.resolved_feature_net(), device,
+                                                                config.inception_weights))
+        gen.to(device)
+        if args.fid_stats is not None:
+            reference = checked_fid_stats(args.fid_stats, feature_net)
+        else:
+            resolution = gen.output_size
+            reference = world.main_first(lambda: reference_statistics(  # rank 0 fills the cache others read
+                config.dataset, config.data_path, config.split, resolution, feature_net,
+                lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size,
+                device))
+        metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
+                                  config.seed, device, world)
+    result = {**metrics, "checkpoint": str(path), "num_images": num_images, "generator": loaded.describe(path)}
+    return result, world.is_main
 
 
 def save_statistics(args, shared: dict[str, object]) -> dict:
@@ -149,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     positive("batch-size", args.batch_size)
     shared = explicit_values(args, TrainConfig)
     if args.checkpoint is not None:
-        result = evaluate_checkpoint(args, shared)
+        result, reports = evaluate_checkpoint(args, shared)
+        if not reports:
+            return 0
         if args.json:
             print(json.dumps({k: result[k] for k in ("inception_score", "inception_score_std", "fid")}))
         else:

@@ -42,14 +42,18 @@ __all__ = ["ENGINES", "RESET_CHECK_EVERY", "GANStep", "resolve_engine", "train_s
 RESET_CHECK_EVERY = 50
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """"auto" is the graph engine on CUDA and the eager one elsewhere; "graph" needs CUDA."""
+def resolve_engine(engine: str, device: torch.device, world_size: int = 1) -> str:
+    """"auto" is the graph engine on CUDA in a single process and the eager one elsewhere; "graph" needs
+    CUDA and one process (its captured steps hold no collectives: under torchrun, ranks run eagerly)."""
     check_engine(engine)
     if engine == "auto":
-        return "graph" if device.type == "cuda" else "eager"
+        return "graph" if device.type == "cuda" and world_size == 1 else "eager"
     if engine == "graph" and device.type != "cuda":
         raise UsageError(f"--engine graph captures CUDA graphs and needs a CUDA device, not {device.type}; "
                          f"use --engine eager (or auto)")
+    if engine == "graph" and world_size > 1:
+        raise UsageError(f"--engine graph runs in one process; with {world_size} torchrun processes use "
+                         f"--engine eager (or auto)")
     return engine
 
 

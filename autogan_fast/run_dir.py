@@ -58,18 +58,23 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def rng_state() -> dict:
-    """Every global random stream (CPU, and each CUDA device when present), for a checkpoint."""
+    """Every global random stream (CPU, and each CUDA device when present), for a checkpoint; also the
+    current CUDA device's alone ("cuda_current": under torchrun, the device this rank drew from)."""
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
 def restore_rng_state(state: dict) -> None:
-    """Put back the streams `rng_state` saved (CUDA ones only where CUDA is present)."""
+    """Put back the streams `rng_state` saved (CUDA ones only where CUDA is present); the current device
+    gets the saver's current-device stream, so every rank of any world size continues rank 0's."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+        if "cuda_current" in state:
+            torch.cuda.set_rng_state(state["cuda_current"])
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:
@@ -105,11 +110,14 @@ class JsonlLog:
     search, "iter" (generator iterations) for derived training.
     """
 
-    def __init__(self, path: Path, counter: str = "search_iter"):
+    def __init__(self, path: Path, counter: str = "search_iter", enabled: bool = True):
         self.path = Path(path)
         self.counter = counter
+        self.enabled = enabled  # False: writes nothing (the ranks of a torchrun job other than 0)
 
     def write(self, event: str, count: int, /, **fields: object) -> None:
+        if not self.enabled:
+            return
         line = json.dumps({"event": event, self.counter: count, **fields})
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")

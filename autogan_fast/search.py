@@ -21,8 +21,10 @@ from .cli import (
     open_inputs,
     resume_dir,
     run_cli,
+    torchrun_world,
 )
 from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
+from .distributed import World
 from .errors import UsageError
 from .graph_engine import resolve_engine
 from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
@@ -80,29 +82,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after is not None and args.stop_after < 0:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
+    with torchrun_world(config.device) as world:
+        if saved is None and world.distributed and "ctrl_sample_batch" not in overrides:
+            config = dataclasses.replace(config, ctrl_sample_batch=world.size)  # one reward per rank
+        return run_command(args, config, saved, run_dir, world)
+
+
+def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | None, world: World) -> int:
+    """`main` once the settings are known, in its torchrun world (a single process without torchrun)."""
     # Everything that can fail on bad input runs before the run folder is touched.
+    world.check_divides(gen_bs=config.gen_bs, dis_bs=config.dis_bs)
     if args.tensorboard:
         check_tensorboard()
-    device, data, feature_net = open_inputs(config, resolution=config.bottom_width * 8)
-    engine = resolve_engine(config.engine, device)
+    device, data, feature_net = open_inputs(config, config.bottom_width * 8, world)
+    engine = resolve_engine(config.engine, device, world.size)
 
     if saved is None:
-        run_dir = create_run_dir(args.out)
-        write_json(run_dir / CONFIG, {**dataclasses.asdict(config), "preset": args.preset})
-        state = SearchState.create(config, device, engine)
+        def create() -> Path:
+            new_dir = create_run_dir(args.out)
+            write_json(new_dir / CONFIG, {**dataclasses.asdict(config), "preset": args.preset})
+            return new_dir
+
+        run_dir = world.on_main(create)
+        state = SearchState.create(config, device, engine, world)
     else:
-        state = SearchState.from_state_dict(saved, config, device, engine)
-        JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
-    if not args.quiet:
-        print(f"run folder: {run_dir}  device: {device}  engine: {engine}  feature net: {feature_net.name}",
+        state = SearchState.from_state_dict(saved, config, device, engine, world)
+        if world.is_main:
+            JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
+    quiet = args.quiet or not world.is_main
+    if not quiet:
+        ranks = f"  ranks: {world.size}" if world.distributed else ""
+        print(f"run folder: {run_dir}  device: {device}{ranks}  engine: {engine}  feature net: {feature_net.name}",
               file=sys.stderr)
 
-    curves = scalar_logger(args.tensorboard, run_dir)
+    curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
     try:
         result = run_search(state, data, feature_net, run_dir, device, stop_after=args.stop_after,
-                            quiet=args.quiet, curves=curves)
+                            quiet=quiet, curves=curves)
     finally:
         curves.close()
+    if not world.is_main:
+        return 0
     if result is None:
         print(f"stopped after iteration {state.search_iter - 1}; continue with --resume {run_dir}",
               file=sys.stderr)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .config import SearchConfig
 from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
 from .data import DeviceImageData, quantize_images
+from .distributed import SINGLE, World
 from .engine import LossWindow, SharedGAN, inception_score, make_capturable, train_shared
 from .graph_engine import train_shared_graph
 from .graphs import GraphCache, capture_backend
@@ -60,16 +61,18 @@ class SearchState:
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
     reward: RewardPipeline | None = None  # the reward's static buffers and graphs (set by `run_search`)
+    world: World = SINGLE  # the torchrun ranks searching together (not saved: any world size resumes)
 
     @classmethod
-    def create(cls, config: SearchConfig, device: torch.device, engine: str = "eager") -> SearchState:
-        gan = SharedGAN.create(config, device, capturable=engine == "graph")
+    def create(cls, config: SearchConfig, device: torch.device, engine: str = "eager",
+               world: World = SINGLE) -> SearchState:
+        gan = SharedGAN.create(config, device, capturable=engine == "graph", world=world)
         stage = config.stage_at(0)
         controller, ctrl_opt = new_controller(config, stage, device)
         window = config.dynamic_reset_window
         return cls(config, gan, controller, ctrl_opt, LossWindow(window, device), LossWindow(window, device),
                    torch.randn(config.num_grid_images, config.latent_dim, device=device), stage=stage,
-                   engine=engine)
+                   engine=engine, world=world)
 
     def state_dict(self) -> dict:
         beams = None if self.beams is None else {k: v.cpu() for k, v in dataclasses.asdict(self.beams).items()}
@@ -84,9 +87,9 @@ class SearchState:
 
     @classmethod
     def from_state_dict(cls, state: dict, config: SearchConfig, device: torch.device,
-                        engine: str = "eager") -> SearchState:
+                        engine: str = "eager", world: World = SINGLE) -> SearchState:
         """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
-        self = cls.create(config, device, engine)
+        self = cls.create(config, device, engine, world)
         self.search_iter, self.stage = state["search_iter"], state["stage"]
         self.gan.load_state_dict(state["gan"])
         for opt in (self.gan.gen_opt, self.gan.dis_opt):  # the checkpoint restored its run's Adam mode
@@ -120,10 +123,7 @@ def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.devic
     with torch.no_grad():
         samples = state.controller.sample(config.num_candidate, state.beams)
     archs = samples.archs.tolist()
-    scores = []
-    for arch in archs:
-        state.gan.gen.set_arch(arch)
-        scores.append(score(state, feature_net, device))
+    scores = score_archs(state, archs, feature_net, device)
     order = sorted(range(len(archs)), key=lambda i: -scores[i])[: config.topk]
     keep = torch.tensor(order, device=samples.archs.device)
     beams = Beams(samples.archs[keep], samples.hx[keep], samples.cx[keep])
@@ -151,6 +151,22 @@ def sample_phase_archs(state: SearchState, steps: int) -> list[list[int]]:
     return state.controller.sample(steps, state.beams).archs.tolist()  # host sync: one per phase
 
 
+def score_archs(state: SearchState, archs: list[list[int]], feature_net: FeatureNet, device: torch.device,
+                ) -> list[float]:
+    """The reward of each architecture, in order. Under torchrun rank r scores archs r, r + W, ... and the
+    ranks exchange the scores, then all continue from rank 0's random state (each drew other noise)."""
+    world = state.world
+    mine = {}
+    for index in range(world.rank, len(archs), world.size):
+        state.gan.gen.set_arch(archs[index])
+        mine[index] = score(state, feature_net, device)
+    if not world.distributed:
+        return [mine[index] for index in range(len(archs))]
+    scores = world.all_gather_floats(mine, len(archs))  # host sync
+    world.sync_random_state()
+    return scores
+
+
 def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
     """IS of the generator's current architecture (the reward), through the run's reward pipeline; without
     one (`run_search` always sets it; the benchmark's eager baseline does not) the eager `inception_score`."""
@@ -172,13 +188,11 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
     scored = []
     for step in range(config.ctrl_step):
         samples = state.controller.sample(config.ctrl_sample_batch, state.beams)
-        rewards = []
-        for arch in samples.archs.tolist():
-            state.gan.gen.set_arch(arch)
-            rewards.append(score(state, feature_net, device))
+        rewards = score_archs(state, samples.archs.tolist(), feature_net, device)
+        for arch, reward in zip(samples.archs.tolist(), rewards, strict=True):
             best = state.best["inception_score"]
-            if best is None or rewards[-1] > best:  # best of the current stage (a reset at each grow)
-                state.best = {"arch": arch, "inception_score": rewards[-1]}
+            if best is None or reward > best:  # best of the current stage (a reset at each grow)
+                state.best = {"arch": arch, "inception_score": reward}
         loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
                                      config.entropy_coeff)
         state.ctrl_opt.zero_grad(set_to_none=True)
@@ -188,7 +202,7 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
                                              baseline.value.tolist(), strict=True):
             log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
                       inception_score=reward, reward=value, baseline=base)
-        if curves is not None:  # AutoGAN's controller/* curves, per update
+        if curves is not None:  # AutoGAN's controller/* curves, per update (.item(): host syncs)
             curves.scalars("controller", {
                 "inception_score": sum(rewards) / len(rewards), "reward": total.mean().item(),
                 "baseline": baseline.value.mean().item(), "entropy": samples.entropy.mean().item(),
@@ -205,10 +219,14 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
 
     Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
     TensorBoard) gets the losses, controller updates and per-iteration scores.
+
+    Under torchrun (`state.world`) the ranks train the shared GAN data-parallel and score the
+    controller's samples in parallel; rank 0 alone writes and prints.
     """
     config = state.config
+    world = state.world
     curves = curves or ScalarLogger()
-    log = JsonlLog(run_dir / LOG)
+    log = JsonlLog(run_dir / LOG, enabled=world.is_main)
     backend = capture_backend(device)
     graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
     reward_graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
@@ -232,7 +250,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                   dynamic_ncols=True) as bar:
             if graphs is None:
                 summary = train_shared(state.gan, data, config, state.stage, archs, state.g_window,
-                                       state.d_window, progress=bar.update)
+                                       state.d_window, progress=bar.update, world=world)
             else:
                 summary = train_shared_graph(state.gan, data, config, state.stage, archs, state.g_window,
                                              state.d_window, graphs, progress=bar.update)
@@ -247,7 +265,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             scored = train_controller(state, feature_net, device, log, bar, curves)
 
         if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
-            state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph")
+            state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph", world=world)
             if graphs is not None:
                 graphs.clear()  # the graphs hold the old networks' buffers
                 reward_graphs.clear()
@@ -255,11 +273,13 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             log.write("dynamic_reset", it, stage=state.stage)
 
         iteration_best = max(scored, key=lambda item: item[1])[0]
-        save_samples(state.gan.gen, iteration_best, state.fixed_z, run_dir / "samples" / f"iter_{it:03d}.png")
         state.search_iter = it + 1
         state.wall_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
+        if world.is_main:
+            save_samples(state.gan.gen, iteration_best, state.fixed_z,
+                         run_dir / "samples" / f"iter_{it:03d}.png")
+            save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
         mean_is = sum(value for _, value in scored) / len(scored)
         log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
         curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
@@ -284,7 +304,8 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         "device": device_name(device),
     }
     log.write("done", config.max_search_iter, **result)
-    write_json(run_dir / "result.json", result)
+    if world.is_main:
+        write_json(run_dir / "result.json", result)
     return result
 
 

@@ -30,10 +30,12 @@ from .cli import (
     open_inputs,
     resume_dir,
     run_cli,
+    torchrun_world,
 )
 from .config import TrainConfig, config_from_dict, flag
 from .data import DeviceImageData, EpochBatches
 from .derived import DerivedGenerator
+from .distributed import SINGLE, World, data_parallel
 from .engine import discriminator_step, generator_step, make_capturable, set_lr
 from .errors import UsageError
 from .graph_engine import GANStep, resolve_engine
@@ -41,7 +43,7 @@ from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
 from .metrics.reference import reference_statistics
 from .metrics.scoring import score_generator
-from .models import Discriminator, init_weights
+from .models import Discriminator, init_weights, sync_batch_norm
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
@@ -150,19 +152,24 @@ class TrainState:
     real_batches: EpochBatches | None = None  # the shuffled epochs of real images (set by `attach_data`)
     batches_state: dict | None = None  # a checkpoint's epoch position, applied by `attach_data`
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
+    world: World = SINGLE  # the torchrun ranks training together (not saved: any world size resumes)
 
     def attach_data(self, data: DeviceImageData) -> None:
-        """Draw real batches from `data`, continuing the checkpointed epoch when resuming."""
-        self.real_batches = data.batches(self.config.dis_bs, self.gen.output_size)
+        """Draw real batches from `data` (this rank's rows), continuing the checkpointed epoch when resuming."""
+        self.real_batches = data.batches(self.config.dis_bs, self.gen.output_size,
+                                         self.world.rows(self.config.dis_bs))
         if self.batches_state is not None:
             self.real_batches.load_state_dict(self.batches_state)
 
     @classmethod
     def create(cls, config: TrainConfig, arch: tuple[int, ...], device: torch.device,
-               engine: str = "eager") -> TrainState:
+               engine: str = "eager", world: World = SINGLE) -> TrainState:
         """Fresh nets with AutoGAN's init (xavier uniform), SN on every D layer, D at its full stage.
-        The graph engine's Adam is capturable, with its learning rate a device tensor (decay in place)."""
+        The graph engine's Adam is capturable, with its learning rate a device tensor (decay in place).
+        Under torchrun G's batch norms take global-batch statistics (`sync_batch_norm`)."""
         gen = DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width)
+        if world.distributed:
+            sync_batch_norm(gen)
         dis = Discriminator(config.df_dim)
         init_weights(gen)
         init_weights(dis)
@@ -174,7 +181,8 @@ class TrainState:
         betas = (config.beta1, config.beta2)
         state = cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
                     torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas),
-                    torch.randn(config.num_grid_images, config.latent_dim, device=device), engine=engine)
+                    torch.randn(config.num_grid_images, config.latent_dim, device=device), engine=engine,
+                    world=world)
         state.configure_optimizers()
         return state
 
@@ -209,9 +217,9 @@ class TrainState:
 
     @classmethod
     def from_state_dict(cls, state: dict, config: TrainConfig, device: torch.device,
-                        engine: str = "eager") -> TrainState:
+                        engine: str = "eager", world: World = SINGLE) -> TrainState:
         """Rebuild from a checkpoint; `config` is the saved one (possibly with run-length overrides)."""
-        self = cls.create(config, tuple(state["arch"]), device, engine)
+        self = cls.create(config, tuple(state["arch"]), device, engine, world)
         self.gen.load_state_dict(state["gen"])
         self.dis.load_state_dict(state["dis"])
         self.ema.load_state_dict(state["ema"])
@@ -238,8 +246,12 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     generator, save a sample grid, log, write best.pt on a new best FID, then checkpoint.pt.
     Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
     TensorBoard) gets IS, FID, the mean losses and the learning rate of every evaluation.
+
+    Under torchrun (`state.world`) G and D train as DistributedDataParallel, each rank on its rows of
+    every global batch; the ranks share each evaluation's images; rank 0 alone writes and prints.
     """
     config = state.config
+    world = state.world
     curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG, counter="iter")
     state.attach_data(data)
@@ -253,9 +265,14 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     else:
         d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
         g_sum = torch.zeros((), device=device)
+    # The nets each step trains, gradients averaged over the ranks during backward (the plain nets in
+    # one process). Buffers are not broadcast: SN vectors and BN statistics are identical on every rank.
+    train_gen, train_dis = state.gen, state.dis
+    if world.distributed:
+        train_gen, train_dis = data_parallel(state.gen, device), data_parallel(state.dis, device)
     since = 0
-    bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter", disable=quiet,
-               dynamic_ncols=True)
+    bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter",
+               disable=quiet or not world.is_main, dynamic_ncols=True)
     while state.iter < config.max_iter:
         if config.lr_decay:
             state.set_lr_scale(1.0 - state.iter / config.max_iter)
@@ -264,10 +281,11 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
                 step.real_index.copy_(state.real_batches.next_index())  # device to device, outside the graph
                 graphs.run(("train", j == 0, config.dis_bs, config.gen_bs), step.d_g_step if j == 0 else step.d_step)
                 continue
-            d_sum += discriminator_step(state.gen, state.dis, state.dis_opt, state.real_batches.next(),
-                                        config.latent_dim)
+            d_sum += discriminator_step(state.gen, train_dis, state.dis_opt, state.real_batches.next(),
+                                        config.latent_dim, world)
             if j == 0:
-                g_sum += generator_step(state.gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim)
+                g_sum += generator_step(train_gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim,
+                                        world)
                 state.update_ema()
         state.iter += 1
         since += 1
@@ -276,8 +294,9 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
             continue
 
         metrics = score_generator(state.ema, feature_net, reference, config.num_eval_imgs,
-                                  config.eval_batch_size, config.is_splits, config.seed, device)
-        d_mean, g_mean = torch.stack([d_sum / (since * config.n_critic), g_sum / since]).tolist()  # host sync
+                                  config.eval_batch_size, config.is_splits, config.seed, device, world)
+        rank_means = torch.stack([d_sum / (since * config.n_critic), g_sum / since])
+        d_mean, g_mean = (world.all_reduce_(rank_means) / world.size).tolist()  # host sync
         d_sum.zero_()
         g_sum.zero_()
         since = 0
@@ -285,24 +304,25 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         new_best = state.best is None or metrics["fid"] < state.best["fid"]
         if new_best:
             state.best = state.last
-        grid = run_dir / "samples" / f"iter_{state.iter:06d}.png"
-        save_samples(state.ema, state.arch, state.fixed_z, grid)  # host sync: the grid is copied to the host
         state.wall_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
-                  g_lr=float(state.gen_opt.param_groups[0]["lr"]), best_fid=state.best["fid"],
-                  wall_seconds=state.wall_seconds)
-        if graphs is not None:
-            log.write("graph_cache", state.iter, **graphs.stats.as_dict())
-        curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
-                                 "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
-        if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
-            save_checkpoint(run_dir / BEST, state.generator_state())
-        save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
-        if not quiet:
-            bar.write(f"iter {state.iter:6d} | IS {metrics['inception_score']:6.3f} "
-                      f"± {metrics['inception_score_std']:.3f} | FID {metrics['fid']:8.3f}"
-                      f"{' (best)' if new_best else ''} | D {d_mean:+.3f} G {g_mean:+.3f}", file=sys.stderr)
+        if world.is_main:  # rank 0 alone writes and prints; the ranks' metrics are identical
+            grid = run_dir / "samples" / f"iter_{state.iter:06d}.png"
+            save_samples(state.ema, state.arch, state.fixed_z, grid)  # host sync: the grid is copied to the host
+            log.write("eval", state.iter, **metrics, d_loss=d_mean, g_loss=g_mean,
+                      g_lr=float(state.gen_opt.param_groups[0]["lr"]), best_fid=state.best["fid"],
+                      wall_seconds=state.wall_seconds)
+            if graphs is not None:
+                log.write("graph_cache", state.iter, **graphs.stats.as_dict())
+            curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
+                                     "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
+            if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
+                save_checkpoint(run_dir / BEST, state.generator_state())
+            save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
+            if not quiet:
+                bar.write(f"iter {state.iter:6d} | IS {metrics['inception_score']:6.3f} "
+                          f"± {metrics['inception_score_std']:.3f} | FID {metrics['fid']:8.3f}"
+                          f"{' (best)' if new_best else ''} | D {d_mean:+.3f} G {g_mean:+.3f}", file=sys.stderr)
         if stop_after is not None and state.iter >= stop_after and state.iter < config.max_iter:
             bar.close()
             return None
@@ -311,8 +331,9 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     result = {key: state.last[key] for key in ("inception_score", "inception_score_std", "fid")}
     result.update(arch=list(state.arch), iter=state.iter, num_eval_imgs=config.num_eval_imgs, best=state.best,
                   wall_seconds=state.wall_seconds + time.perf_counter() - started, device=device_name(device))
-    log.write("done", state.iter, **result)
-    write_json(run_dir / RESULT, result)
+    if world.is_main:
+        log.write("done", state.iter, **result)
+        write_json(run_dir / RESULT, result)
     return result
 
 
@@ -360,33 +381,51 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after is not None and args.stop_after < 0:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
+    with torchrun_world(config.device) as world:
+        return run_training(args, config, arch, saved, run_dir, world)
+
+
+def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict | None, run_dir: Path | None,
+                 world: World) -> int:
+    """`main` once the settings are known, in its torchrun world (a single process without torchrun)."""
     # Everything that can fail on bad input runs before the run folder is touched.
+    world.check_divides(gen_bs=config.gen_bs, dis_bs=config.dis_bs)
     if args.tensorboard:
         check_tensorboard()
     resolution = config.bottom_width * 8
-    device, data, feature_net = open_inputs(config, resolution)
-    engine = resolve_engine(config.engine, device)
-    reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
-                                     lambda: data.images, config.eval_batch_size, device)
+    device, data, feature_net = open_inputs(config, resolution, world)
+    engine = resolve_engine(config.engine, device, world.size)
+    reference = world.main_first(lambda: reference_statistics(  # rank 0 fills the cache the others read
+        config.dataset, config.data_path, config.split, resolution, feature_net, lambda: data.images,
+        config.eval_batch_size, device))
 
     if saved is None:
-        run_dir = create_run_dir(args.out)
-        write_json(run_dir / CONFIG, {**dataclasses.asdict(config), "arch": list(arch), "preset": args.preset})
-        state = TrainState.create(config, arch, device, engine)
+        def create() -> Path:
+            new_dir = create_run_dir(args.out)
+            write_json(new_dir / CONFIG, {**dataclasses.asdict(config), "arch": list(arch), "preset": args.preset})
+            return new_dir
+
+        run_dir = world.on_main(create)
+        state = TrainState.create(config, arch, device, engine, world)
     else:
-        state = TrainState.from_state_dict(saved, config, device, engine)
-        JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
-    if not args.quiet:
+        state = TrainState.from_state_dict(saved, config, device, engine, world)
+        if world.is_main:
+            JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
+    quiet = args.quiet or not world.is_main
+    if not quiet:
         params = sum(p.numel() for p in state.gen.parameters())
-        print(f"run folder: {run_dir}  device: {device}  feature net: {feature_net.name}  G: {params:,} "
+        ranks = f"  ranks: {world.size}" if world.distributed else ""
+        print(f"run folder: {run_dir}  device: {device}{ranks}  feature net: {feature_net.name}  G: {params:,} "
               f"parameters\narch: {arch_to_str(arch)}", file=sys.stderr)
 
-    curves = scalar_logger(args.tensorboard, run_dir)
+    curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
     try:
         result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
-                       quiet=args.quiet, curves=curves)
+                       quiet=quiet, curves=curves)
     finally:
         curves.close()
+    if not world.is_main:
+        return 0
     if result is None:
         print(f"stopped after iteration {state.iter}; continue with --resume {run_dir}", file=sys.stderr)
         return 0

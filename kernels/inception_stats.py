@@ -371,8 +371,13 @@ class InceptionStats:
             for t in self._totals:
                 t.zero_()
 
-    def update(self, features: torch.Tensor, logits: torch.Tensor) -> None:
-        """Add a batch: features (B, num_features), logits (B, num_classes), on one device."""
+    def update(self, features: torch.Tensor, logits: torch.Tensor, start: int | None = None) -> None:
+        """Add a batch: features (B, num_features), logits (B, num_classes), on one device.
+
+        `start` is the index of row 0 among all `num_images` images (which IS split each row is in);
+        by default the images are numbered in arrival order. A process that scores a share of the
+        images passes each batch's place in the whole set, then `all_reduce`s the totals.
+        """
         check_tensor("features", features, ndim=2, contiguous=False)
         check_tensor("logits", logits, ndim=2, contiguous=False)
         check_same_device(features=features, logits=logits)
@@ -389,6 +394,10 @@ class InceptionStats:
         if self.num_seen + n > self.num_images:
             raise ValueError(f"features has {n} images but only {self.num_images - self.num_seen} of "
                              f"num_images={self.num_images} remain ({self.num_seen} arrived)")
+        row_offset = self.num_seen if start is None else start
+        if not 0 <= row_offset <= self.num_images - n:
+            raise ValueError(f"start={start} places the {n} rows outside the num_images={self.num_images} "
+                             f"images")
         if self._totals is None:
             self._allocate(features.device)
         elif features.device != self.device:
@@ -400,11 +409,49 @@ class InceptionStats:
         if self.num_seen == 0:  # the shift c (see the header), fp32-representable
             totals.shift.copy_(features.to(torch.float32).mean(dim=0))
         if self._run_triton(features, logits):
-            inception_stats_update(features, logits, totals, self.num_seen, self.num_images)
+            inception_stats_update(features, logits, totals, row_offset, self.num_images)
         else:
-            self._totals = inception_stats_update_ref(features, logits, totals, self.num_seen,
-                                                      self.num_images)
+            self._totals = inception_stats_update_ref(features, logits, totals, row_offset, self.num_images)
         self.num_seen += n
+
+    def recenter_(self, shift: torch.Tensor) -> None:
+        """Re-express the totals about another shift c' (exact algebra, rounded once in float64).
+
+        With d = c - c' and n images: sum (x - c') = S1 + n d and sum (x - c')(x - c')^T =
+        S2 + d S1^T + S1 d^T + n d d^T (only the upper triangle of S2 is meaningful, and stays so).
+        """
+        t = self._totals
+        if t is None:
+            raise ValueError("recenter_ needs the totals allocated (give device, or update first)")
+        d = t.shift - shift.to(t.shift)
+        n = float(self.num_seen)
+        s1 = t.feat_sum
+        t.xtx.add_(torch.outer(d, s1) + torch.outer(s1, d) + n * torch.outer(d, d))
+        s1.add_(n * d)
+        t.shift.copy_(shift)
+
+    def all_reduce(self) -> None:
+        """Sum the totals of every rank of the default `torch.distributed` process group, each of which
+        fed its own share of the images (with `start`): afterwards every rank holds the statistics of
+        all of them, as one process feeding every image would (to float64 rounding). The totals are
+        first re-expressed about rank 0's shift (`recenter_`), then summed in float64, in one collective.
+        """
+        import torch.distributed as dist
+
+        t = self._totals
+        if t is None:
+            raise ValueError("all_reduce needs the totals allocated on every rank (give device)")
+        shift = t.shift.clone()
+        dist.broadcast(shift, src=0)
+        self.recenter_(shift)
+        sums = t[1:]  # feat_sum, xtx, p_sum, plogp_sum: everything but the shift
+        flat = torch.cat([x.reshape(-1) for x in sums] + [t.shift.new_tensor([self.num_seen])])
+        dist.all_reduce(flat)
+        offset = 0
+        for x in sums:
+            x.copy_(flat[offset:offset + x.numel()].view_as(x))
+            offset += x.numel()
+        self.num_seen = int(flat[-1].item())  # host sync
 
     def _run_triton(self, features: torch.Tensor, logits: torch.Tensor) -> bool:
         if not use_triton(features, logits):

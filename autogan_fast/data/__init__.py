@@ -72,9 +72,9 @@ class DeviceImageData:
             self._resized[resolution] = resize_uint8(self.images, resolution)
         return self._resized[resolution]
 
-    def batches(self, batch_size: int, resolution: int) -> EpochBatches:
-        """Real batches in [-1, 1] from shuffled epochs (see `EpochBatches`)."""
-        return EpochBatches(self.at_resolution(resolution), batch_size)
+    def batches(self, batch_size: int, resolution: int, rows: slice | None = None) -> EpochBatches:
+        """Real batches in [-1, 1] from shuffled epochs (see `EpochBatches`); `rows`: this rank's share."""
+        return EpochBatches(self.at_resolution(resolution), batch_size, rows)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Batches in one epoch (see `batches_per_epoch`)."""
@@ -98,11 +98,16 @@ class EpochBatches:
     last partial batch is dropped so every batch has one static shape (AutoGAN's loader keeps it; a
     static shape is what CUDA graphs need). With fewer images than one batch, an epoch is a single batch
     of several permutations concatenated. `state_dict` / `load_state_dict` resume mid-epoch exactly.
+
+    Under torchrun every rank draws the same permutations (replicated random streams) and keeps `rows`
+    of each global batch of `batch_size`: the ranks' shares are disjoint and together the batch one
+    process draws. The state is the global one, so a run resumes at any world size.
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int):
+    def __init__(self, images: torch.Tensor, batch_size: int, rows: slice | None = None):
         self.images = images
         self.batch_size = batch_size
+        self.rows = slice(None) if rows is None else rows
         self.per_epoch = batches_per_epoch(len(images), batch_size)
         self.perm: torch.Tensor | None = None
         self.position = 0  # batches of the current epoch already handed out
@@ -114,12 +119,13 @@ class EpochBatches:
         self.position = 0
 
     def next_index(self) -> torch.Tensor:
-        """The image indices of the next batch (a view of the epoch's permutation, on the device)."""
+        """The image indices of the next batch, this rank's rows (a view of the epoch's permutation, on the
+        device)."""
         if self.perm is None or self.position == self.per_epoch:
             self._new_epoch()
         start = self.position * self.batch_size
         self.position += 1
-        return self.perm[start:start + self.batch_size]
+        return self.perm[start:start + self.batch_size][self.rows]
 
     def next(self) -> torch.Tensor:
         """The next batch in [-1, 1]."""

@@ -16,8 +16,48 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import all_reduce_sum
 from ..kernels import upsample_conv2d
 from ..search_space import NUM_CELLS, CellChoice, arch_stage, decode_arch, validate_arch
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """nn.BatchNorm2d whose training statistics can span the ranks of a torchrun job.
+
+    With `across_ranks` set (by `sync_batch_norm`, under torchrun) the batch mean and variance are
+    those of the global batch, all ranks' rows together, as in one process: the gradient and the
+    running statistics are then the single-process ones, and identical on every rank (so the EMA
+    generator, which copies them, is too). Per-rank statistics would instead normalize each rank's
+    B / W rows on their own: a different model at every world size. `nn.SyncBatchNorm` does the same
+    but runs on CUDA only, and the fused upsample-conv path needs the statistics as an affine anyway.
+    """
+
+    across_ranks = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and self.across_ranks):
+            return super().forward(x)
+        scale, shift = batch_norm_as_affine(self, x)
+        return x * scale[:, None, None] + shift[:, None, None]
+
+
+def sync_batch_norm(module: nn.Module) -> None:
+    """Make every `BatchNorm2d` of `module` take its training statistics over all ranks (needs an
+    initialized default process group)."""
+    for m in module.modules():
+        if isinstance(m, BatchNorm2d):
+            m.across_ranks = True
+
+
+def batch_moments(x: torch.Tensor, across_ranks: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and population variance of x (N, C, H, W), and the element count per channel;
+    `across_ranks`: of the rows of every rank together (two differentiable all-reduces of C values)."""
+    if not across_ranks:
+        return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False), x.numel() // x.shape[1]
+    count = x.numel() // x.shape[1] * torch.distributed.get_world_size()
+    mean = all_reduce_sum(x.sum(dim=(0, 2, 3))) / count
+    var = all_reduce_sum((x - mean[:, None, None]).square().sum(dim=(0, 2, 3))) / count
+    return mean, var, count
 
 
 def batch_norm_as_affine(bn: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,10 +67,8 @@ def batch_norm_as_affine(bn: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Ten
     statistics exactly as through `F.batch_norm`.
     """
     if bn.training:
-        mean = x.mean(dim=(0, 2, 3))
-        var = x.var(dim=(0, 2, 3), unbiased=False)
+        mean, var, count = batch_moments(x, getattr(bn, "across_ranks", False))
         with torch.no_grad():
-            count = x.numel() // x.shape[1]
             bn.running_mean.lerp_(mean, bn.momentum)
             bn.running_var.lerp_(var * (count / max(count - 1, 1)), bn.momentum)
             bn.num_batches_tracked.add_(1)
@@ -52,7 +90,7 @@ class Norms(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = BatchNorm2d(channels)
         self.inn = nn.InstanceNorm2d(channels)
 
     def forward(self, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -161,7 +199,7 @@ class SharedGenerator(nn.Module):
         self.l1 = nn.Linear(latent_dim, bottom_width * bottom_width * gf_dim)
         self.cells = nn.ModuleList(Cell(gf_dim, num_skip_in=c) for c in range(NUM_CELLS))
         # one head for every stage (AutoGAN's `to_rgb`): state-dict keys to_rgb.0 (BN) and to_rgb.2 (conv)
-        self.to_rgb = nn.Sequential(nn.BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
+        self.to_rgb = nn.Sequential(BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
         self.arch: tuple[int, ...] = ()
         self.choices: list[CellChoice] = []
 
