@@ -35,8 +35,9 @@ import torch.distributed as dist
 from .errors import UsageError
 
 T = TypeVar("T")
-# A collective waiting longer than this fails the job (a rank that died without torchrun noticing).
-TIMEOUT = datetime.timedelta(minutes=10)
+# A collective waiting longer than this fails the job (a rank that died without torchrun noticing). Long
+# enough for rank 0 to compute a dataset's reference statistics while the others wait (`main_first`).
+TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,10 @@ def start_world(device: torch.device) -> World:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
+            gpus = torch.cuda.device_count()
+            if world.local_rank >= gpus:
+                raise UsageError(f"torchrun started more processes on this machine than it has GPUs ({gpus}): "
+                                 f"use --nproc-per-node {gpus} or fewer, or --device cpu")
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group(backend, timeout=TIMEOUT)
     return world

@@ -7,8 +7,9 @@
 With --checkpoint (checkpoint.pt or best.pt of a `train` run) the EMA generator is scored exactly as
 training scores it, so by default (the run's seed and image count) the numbers equal the ones
 training logged at that iteration: image i's latent depends only on the seed and i, whatever the
-batch size or the number of torchrun processes sharing the images. FID is against --fid-stats, or else against the cached
-reference statistics of the run's dataset. The data and scoring flags default to the run's own.
+batch size or the number of torchrun processes sharing the images. FID is against --fid-stats, or
+else against the cached reference statistics of the run's dataset. The data and scoring flags
+default to the run's own.
 AutoGAN's own generator files (released `.pth` or its derived-training checkpoints) carry no settings:
 give --arch; the dataset defaults to cifar10 (stl10 for a 48-px generator), the scoring flags to
 50,000 images, 10 IS splits, batches of 250, seed 12345.
@@ -124,8 +125,9 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
     return result, world.is_main
 
 
-def save_statistics(args, shared: dict[str, object]) -> dict:
-    """Reference statistics of the real data, written to --save-stats."""
+def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
+    """Reference statistics of the real data, written to --save-stats (under torchrun the ranks share
+    the images and rank 0 writes). Also returns whether this process reports the result (rank 0)."""
     for name in ("num_images", "fid_stats", "arch"):
         if getattr(args, name) is not None:
             raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
@@ -135,16 +137,20 @@ def save_statistics(args, shared: dict[str, object]) -> dict:
     out = Path(args.save_stats).expanduser()
     if not out.parent.is_dir():
         raise UsageError(f"cannot write FID statistics {out}: folder {out.parent} does not exist")
-    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     images = load_images(config.dataset, config.data_path, config.split, args.resolution or FOLDER_RESOLUTION)
-    feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
     resolution = args.resolution or images.shape[-1]
-    mu, sigma = dataset_statistics(images, feature_net, resolution, args.batch_size or config.eval_batch_size,
-                                   device)
-    save_fid_stats(out, mu, sigma)
-    return {"fid_stats": str(out), "dataset": config.dataset, "num_images": len(images), "resolution": resolution,
-            "feature_net": feature_net.name, "num_features": int(mu.shape[0])}
+    with torchrun_world(config.device) as world:
+        device = world.device(resolve_device(config.device))
+        feature_net = world.main_first(lambda: load_feature_net(config.resolved_feature_net(), device,
+                                                                config.inception_weights))
+        mu, sigma = dataset_statistics(images, feature_net, resolution,
+                                       args.batch_size or config.eval_batch_size, device, world)
+    if world.is_main:
+        save_fid_stats(out, mu, sigma)
+    result = {"fid_stats": str(out), "dataset": config.dataset, "num_images": len(images),
+              "resolution": resolution, "feature_net": feature_net.name, "num_features": int(mu.shape[0])}
+    return result, world.is_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  "
                   f"FID {result['fid']:.3f}  ({result['generator']}, {result['num_images']} images)")
     else:
-        result = save_statistics(args, shared)
+        result, reports = save_statistics(args, shared)
+        if not reports:
+            return 0
         if args.json:
             print(json.dumps(result))
         else:

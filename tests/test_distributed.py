@@ -15,13 +15,14 @@ import pytest
 import torch
 from cli_helpers import run_cli_captured
 
-from autogan_fast import search, train
+from autogan_fast import evaluate, search, train
 from autogan_fast.cli import run_cli
 from autogan_fast.data import EpochBatches
 from autogan_fast.distributed import World
 from autogan_fast.errors import UsageError
 from autogan_fast.graph_engine import resolve_engine
 from autogan_fast.kernels import InceptionStats
+from autogan_fast.metrics.fid import load_fid_stats
 from autogan_fast.metrics.scoring import LATENT_BLOCK, image_latents
 from autogan_fast.models.generator import BatchNorm2d
 
@@ -162,6 +163,19 @@ def test_evaluate_over_two_ranks_equals_one_process(single_train, tmp_path):
     two = last_json(checked(torchrun("autogan_fast.evaluate", argv, tmp_path)))
     for key in METRICS:
         assert two[key] == pytest.approx(one[key], rel=1e-12), key
+
+
+def test_save_stats_over_two_ranks_equals_one_process(tmp_path, capsys):
+    """Reference statistics of real data, the dataset's batches dealt to the ranks: rank 0 writes the
+    file, equal to one process's to float64 rounding (the digits net's features are the same bits)."""
+    argv = ["--save-stats", tmp_path / "one.npz", "--batch-size", "500"]
+    code, _, err = run_cli_captured(evaluate.main, argv, capsys)
+    assert code == 0, err
+    checked(torchrun("autogan_fast.evaluate", ["--save-stats", tmp_path / "two.npz", "--batch-size", "500"],
+                     tmp_path))
+    one, two = load_fid_stats(tmp_path / "one.npz"), load_fid_stats(tmp_path / "two.npz")
+    for single, ranks in zip(one, two, strict=True):
+        assert ranks == pytest.approx(single, rel=1e-10, abs=1e-12)
 
 
 def test_train_over_two_ranks_matches_one_process_and_resumes(single_train, tmp_path, capsys):

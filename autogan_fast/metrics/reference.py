@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data import resize_uint8
+from ..distributed import SINGLE, World
 from ..kernels import InceptionStats
 from .digits_net import default_cache_dir
 from .feature_net import FeatureNet
@@ -26,12 +27,13 @@ from .fid import load_fid_stats, save_fid_stats
 
 
 def dataset_statistics(images_uint8: torch.Tensor, feature_net: FeatureNet, resolution: int,
-                       batch_size: int = 250, device: torch.device | str | None = None,
+                       batch_size: int = 250, device: torch.device | str | None = None, world: World = SINGLE,
                        ) -> tuple[np.ndarray, np.ndarray]:
     """FID statistics (mu (F,), sigma (F, F), float64) of uint8 (N, 3, H, W) images at `resolution`.
 
     Images are resized batch by batch on `device` (default: the images' device) with the same
     antialiased resize the training data gets, then fed to `feature_net` (already on `device`).
+    Under torchrun rank r takes batches r, r + W, ... and every rank gets the statistics of all.
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4 or images_uint8.shape[1] != 3:
         raise ValueError(f"images must be uint8 (N, 3, H, W), got {images_uint8.dtype} "
@@ -39,10 +41,12 @@ def dataset_statistics(images_uint8: torch.Tensor, feature_net: FeatureNet, reso
     device = torch.device(device) if device is not None else images_uint8.device
     stats = InceptionStats(len(images_uint8), feature_net.num_features, feature_net.num_classes, splits=1,
                            device=device)
-    for start in range(0, len(images_uint8), batch_size):
+    for start in range(world.rank * batch_size, len(images_uint8), world.size * batch_size):
         batch = resize_uint8(images_uint8[start:start + batch_size].to(device), resolution)
         with torch.no_grad():
-            stats.update(*feature_net(batch))
+            stats.update(*feature_net(batch), start=start)
+    if world.distributed:
+        stats.all_reduce()
     return stats.fid_stats()  # host sync
 
 
