@@ -97,10 +97,12 @@ def apply_resume_overrides(run_dir: Path, config: C, overrides: dict[str, object
 def torchrun_world(device_name: str) -> Iterator[World]:
     """The `World` this process runs in (joined under torchrun, see `distributed`), left at the end."""
     world = start_world(resolve_device(device_name))
+    finished = False
     try:
         yield world
+        finished = True
     finally:
-        stop_world(world)
+        stop_world(world, finished)
 
 
 def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,

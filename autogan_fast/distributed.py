@@ -23,6 +23,7 @@ The design, shared by `train`, `evaluate` and `search`:
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 from collections.abc import Callable
@@ -212,9 +213,14 @@ def start_world(device: torch.device) -> World:
     return world
 
 
-def stop_world(world: World) -> None:
-    """Leave the process group (at the end of a command, also after an error)."""
+def stop_world(world: World, finished: bool = True) -> None:
+    """Leave the process group at the end of a command: once every rank has `finished` (a barrier; skipped
+    after an error, when a peer may be gone), with nothing left holding it (DDP reducers sit in reference
+    cycles: a process group freed during interpreter shutdown can abort the process in Gloo's threads)."""
     if world.distributed and dist.is_initialized():
+        if finished:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -57,24 +57,26 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device | None = None) -> dict:
     """Every global random stream (CPU, and each CUDA device when present), for a checkpoint; also the
-    current CUDA device's alone ("cuda_current": under torchrun, the device this rank drew from)."""
+    run's CUDA device's alone ("cuda_run": `device`'s, the stream the run drew from)."""
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-        state["cuda_current"] = torch.cuda.get_rng_state()
+        if device is not None and device.type == "cuda":
+            state["cuda_run"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict) -> None:
-    """Put back the streams `rng_state` saved (CUDA ones only where CUDA is present); the current device
-    gets the saver's current-device stream, so every rank of any world size continues rank 0's."""
+def restore_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Put back the streams `rng_state` saved (CUDA ones only where CUDA is present); a CUDA `device`
+    gets the saved run's stream, so a run continues on another GPU, and every torchrun rank continues
+    rank 0's."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-        if "cuda_current" in state:
-            torch.cuda.set_rng_state(state["cuda_current"])
+        if "cuda_run" in state and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_run"], device)
 
 
 def new_run_dir(root: Path = Path("runs")) -> Path:

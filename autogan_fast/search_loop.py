@@ -82,7 +82,7 @@ class SearchState:
             "controller": self.controller.state_dict(), "ctrl_opt": self.ctrl_opt.state_dict(),
             "g_window": self.g_window.state_dict(),
             "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
-            "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(),
+            "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(self.fixed_z.device),
         }
 
     @classmethod
@@ -102,7 +102,8 @@ class SearchState:
         self.fixed_z = state["fixed_z"].to(device)
         self.beams = None if state["beams"] is None else Beams(**{k: v.to(device) for k, v in state["beams"].items()})
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"], device)
+        world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
         return self
 
 

@@ -212,7 +212,7 @@ class TrainState:
     def state_dict(self) -> dict:
         return {**self.generator_state(), "dis": self.dis.state_dict(), "gen_opt": self.gen_opt.state_dict(),
                 "dis_opt": self.dis_opt.state_dict(), "fixed_z": self.fixed_z.cpu(), "best": self.best,
-                "wall_seconds": self.wall_seconds, "rng": rng_state(),
+                "wall_seconds": self.wall_seconds, "rng": rng_state(self.fixed_z.device),
                 "real_batches": None if self.real_batches is None else self.real_batches.state_dict()}
 
     @classmethod
@@ -230,7 +230,8 @@ class TrainState:
         self.iter, self.last, self.best = state["iter"], state["metrics"], state["best"]
         self.wall_seconds = state["wall_seconds"]
         self.batches_state = state["real_batches"]
-        restore_rng_state(state["rng"])
+        restore_rng_state(state["rng"], device)
+        world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
         return self
 
 

@@ -46,7 +46,7 @@ def torchrun(module: str, args: list, cwd, nproc: int = 2, timeout: float = 180)
 
 
 def checked(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-20000:]
     return result.stdout
 
 
