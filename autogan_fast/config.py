@@ -41,7 +41,7 @@ class SearchConfig(InputSettings):
     grow_step2: int = 35  # iteration at which stage 2 (third cell) starts
     shared_epoch: int = 15  # shared-GAN epochs per search iteration (an epoch = len(data) // dis_bs D steps)
     ctrl_step: int = 30  # controller updates per search iteration
-    ctrl_sample_batch: int = 1  # architectures sampled per controller update
+    ctrl_sample_batch: int = 1  # architectures sampled per controller update (torchrun: the world size if not given)
     num_candidate: int = 10  # architectures sampled at a stage change to pick the beams from
     topk: int = 5  # beams kept at a stage change (and archs reported at the end)
     rl_num_eval_img: int = 5000  # generated images per Inception Score reward
