@@ -19,6 +19,7 @@ from .data import DeviceImageData, load_images
 from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
 from .metrics import FeatureNet, load_feature_net
+from .run_dir import CONFIG, create_run_dir, write_json
 
 C = typing.TypeVar("C")
 
@@ -65,13 +66,14 @@ def explicit_values(args: argparse.Namespace, config_cls: type) -> dict[str, obj
             if getattr(args, f.name, None) is not None}
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto = CUDA when present, else CPU; asking for CUDA without it is a usage error."""
+def resolve_device(name: str, world: World = SINGLE) -> torch.device:
+    """auto = CUDA when present, else CPU; asking for CUDA without it is a usage error. Under torchrun a
+    CUDA device is the rank's own GPU (`World.device`)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return world.device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
+    return world.device(torch.device(name))
 
 
 def resume_dir(args: argparse.Namespace) -> Path | None:
@@ -105,6 +107,17 @@ def torchrun_world(device_name: str) -> Iterator[World]:
         stop_world(world, finished)
 
 
+def create_run_folder(out: str | None, settings: dict, world: World = SINGLE) -> Path:
+    """A new run folder (`create_run_dir`) holding config.json (`settings`), made by rank 0 alone; its
+    refusal (an `--out` that holds a run) stops every rank with the same message."""
+    def create() -> Path:
+        run_dir = create_run_dir(out)
+        write_json(run_dir / CONFIG, settings)
+        return run_dir
+
+    return world.on_main(create)
+
+
 def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
                 ) -> tuple[torch.device, DeviceImageData, FeatureNet]:
     """Device, dataset (on the device) and feature network of a run, after seeding every random stream.
@@ -114,11 +127,11 @@ def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
     command calls it before it creates its run folder. `resolution` only sizes image folders. Under
     torchrun every rank seeds alike (replicated streams) and uses its own GPU.
     """
-    device = world.device(resolve_device(config.device))
+    device = resolve_device(config.device, world)
     torch.manual_seed(config.seed)
     images = load_images(config.dataset, config.data_path, config.split, resolution=resolution)
-    feature_net = world.main_first(lambda: load_feature_net(  # rank 0 trains / caches the digits net first
-        default_feature_net(config.dataset, config.feature_net), device, config.inception_weights))
+    feature_net = load_feature_net(default_feature_net(config.dataset, config.feature_net), device,
+                                   config.inception_weights, world)
     return device, DeviceImageData(images, device), feature_net
 
 

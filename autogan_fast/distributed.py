@@ -63,6 +63,12 @@ class World:
         per_rank = batch_size // self.size
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
+    def batch_starts(self, count: int, batch_size: int) -> range:
+        """First indices of this rank's batches of items 0 .. count - 1: batch k (items k B .. (k + 1) B - 1)
+        is rank k % size's, so the ranks' shares are disjoint and cover every item (all batches in one
+        process)."""
+        return range(self.rank * batch_size, count, self.size * batch_size)
+
     def check_divides(self, **batch_sizes: int) -> None:
         """Usage error unless the world size divides every named global batch size."""
         for name, value in batch_sizes.items():

@@ -108,18 +108,17 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
     batch_size = args.batch_size or config.eval_batch_size
 
     with torchrun_world(config.device) as world:  # under torchrun the ranks share the images
-        device = world.device(resolve_device(config.device))
-        feature_net = world.main_first(lambda: load_feature_net(config.resolved_feature_net(), device,
-                                                                config.inception_weights))
+        device = resolve_device(config.device, world)
+        feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
         gen.to(device)
         if args.fid_stats is not None:
             reference = checked_fid_stats(args.fid_stats, feature_net)
         else:
             resolution = gen.output_size
-            reference = world.main_first(lambda: reference_statistics(  # rank 0 fills the cache others read
+            reference = reference_statistics(
                 config.dataset, config.data_path, config.split, resolution, feature_net,
                 lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size,
-                device))
+                device, world=world)
         metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
                                   config.seed, device, world)
     result = {**metrics, "checkpoint": str(path), "num_images": num_images, "generator": loaded.describe(path)}
@@ -142,9 +141,8 @@ def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
     images = load_images(config.dataset, config.data_path, config.split, args.resolution or FOLDER_RESOLUTION)
     resolution = args.resolution or images.shape[-1]
     with torchrun_world(config.device) as world:
-        device = world.device(resolve_device(config.device))
-        feature_net = world.main_first(lambda: load_feature_net(config.resolved_feature_net(), device,
-                                                                config.inception_weights))
+        device = resolve_device(config.device, world)
+        feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
         mu, sigma = dataset_statistics(images, feature_net, resolution,
                                        args.batch_size or config.eval_batch_size, device, world)
     if world.is_main:

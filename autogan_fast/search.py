@@ -17,6 +17,7 @@ from .cli import (
     add_config_flags,
     add_run_flags,
     apply_resume_overrides,
+    create_run_folder,
     explicit_values,
     open_inputs,
     resume_dir,
@@ -27,7 +28,7 @@ from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
 from .distributed import World
 from .errors import UsageError
 from .graph_engine import resolve_engine
-from .run_dir import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, load_checkpoint, write_json
+from .run_dir import CHECKPOINT, LOG, JsonlLog, load_checkpoint
 from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 from .tensorboard import check_tensorboard, scalar_logger
@@ -98,12 +99,7 @@ def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | 
     engine = resolve_engine(config.engine, device, world.size)
 
     if saved is None:
-        def create() -> Path:
-            new_dir = create_run_dir(args.out)
-            write_json(new_dir / CONFIG, {**dataclasses.asdict(config), "preset": args.preset})
-            return new_dir
-
-        run_dir = world.on_main(create)
+        run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "preset": args.preset}, world)
         state = SearchState.create(config, device, engine, world)
     else:
         state = SearchState.from_state_dict(saved, config, device, engine, world)

@@ -158,7 +158,7 @@ def score_archs(state: SearchState, archs: list[list[int]], feature_net: Feature
     ranks exchange the scores, then all continue from rank 0's random state (each drew other noise)."""
     world = state.world
     mine = {}
-    for index in range(world.rank, len(archs), world.size):
+    for index in world.batch_starts(len(archs), 1):
         state.gan.gen.set_arch(archs[index])
         mine[index] = score(state, feature_net, device)
     if not world.distributed:

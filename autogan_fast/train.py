@@ -26,6 +26,7 @@ from .cli import (
     add_config_flags,
     add_run_flags,
     apply_resume_overrides,
+    create_run_folder,
     explicit_values,
     open_inputs,
     resume_dir,
@@ -47,11 +48,9 @@ from .models import Discriminator, init_weights, sync_batch_norm
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
-    CONFIG,
     LOG,
     RESULT,
     JsonlLog,
-    create_run_dir,
     load_checkpoint,
     restore_rng_state,
     rng_state,
@@ -396,17 +395,12 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
     resolution = config.bottom_width * 8
     device, data, feature_net = open_inputs(config, resolution, world)
     engine = resolve_engine(config.engine, device, world.size)
-    reference = world.main_first(lambda: reference_statistics(  # rank 0 fills the cache the others read
-        config.dataset, config.data_path, config.split, resolution, feature_net, lambda: data.images,
-        config.eval_batch_size, device))
+    reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
+                                     lambda: data.images, config.eval_batch_size, device, world=world)
 
     if saved is None:
-        def create() -> Path:
-            new_dir = create_run_dir(args.out)
-            write_json(new_dir / CONFIG, {**dataclasses.asdict(config), "arch": list(arch), "preset": args.preset})
-            return new_dir
-
-        run_dir = world.on_main(create)
+        run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "arch": list(arch),
+                                               "preset": args.preset}, world)
         state = TrainState.create(config, arch, device, engine, world)
     else:
         state = TrainState.from_state_dict(saved, config, device, engine, world)

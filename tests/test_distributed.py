@@ -67,6 +67,13 @@ def test_world_rows_partition_the_batch():
     assert World().rows(12) == slice(0, 12)
 
 
+def test_world_batch_starts_deal_batches_round_robin():
+    """Scoring's sharding: batch k to rank k % size, the last one partial; together every batch once."""
+    starts = [list(World(rank, 3).batch_starts(100, 30)) for rank in range(3)]
+    assert starts == [[0, 90], [30], [60]]
+    assert list(World().batch_starts(100, 30)) == [0, 30, 60, 90]
+
+
 def test_world_size_must_divide_the_batches():
     World(0, 2).check_divides(gen_bs=16, dis_bs=8)
     with pytest.raises(UsageError, match=r"--dis-bs 9 is not divisible by the world size 2"):

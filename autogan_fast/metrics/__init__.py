@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import SINGLE, World
 from ..errors import UsageError
 from .feature_net import FeatureNet
 
 
 def load_feature_net(name: str, device: torch.device | str = "cpu",
-                     inception_weights: str | None = None) -> FeatureNet:
-    """The feature network `name` ("digits" or "inception"), in eval mode on `device`."""
+                     inception_weights: str | None = None, world: World = SINGLE) -> FeatureNet:
+    """The feature network `name` ("digits" or "inception"), in eval mode on `device`. Under torchrun rank 0
+    loads it first: the digits net is trained and cached on first use, and the other ranks read that cache."""
+    return world.main_first(lambda: _load_feature_net(name, device, inception_weights))
+
+
+def _load_feature_net(name: str, device: torch.device | str, inception_weights: str | None) -> FeatureNet:
     if name == "digits":
         from .digits_net import load_digits_net
 

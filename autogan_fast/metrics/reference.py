@@ -41,7 +41,7 @@ def dataset_statistics(images_uint8: torch.Tensor, feature_net: FeatureNet, reso
     device = torch.device(device) if device is not None else images_uint8.device
     stats = InceptionStats(len(images_uint8), feature_net.num_features, feature_net.num_classes, splits=1,
                            device=device)
-    for start in range(world.rank * batch_size, len(images_uint8), world.size * batch_size):
+    for start in world.batch_starts(len(images_uint8), batch_size):
         batch = resize_uint8(images_uint8[start:start + batch_size].to(device), resolution)
         with torch.no_grad():
             stats.update(*feature_net(batch), start=start)
@@ -63,12 +63,21 @@ def cache_path(dataset: str, split: str | None, resolution: int, feature_net_nam
 def reference_statistics(dataset: str, data_path: str | None, split: str | None, resolution: int,
                          feature_net: FeatureNet, load_images: Callable[[], torch.Tensor],
                          batch_size: int = 250, device: torch.device | str | None = None,
-                         cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         cache_dir: Path | None = None, world: World = SINGLE) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's cached statistics; computed from `load_images()` (uint8) and cached on a miss.
 
     A cache entry that cannot be read or whose dimension does not match `feature_net` is recomputed
-    and replaced (written atomically, so concurrent runs at worst compute it twice).
+    and replaced (written atomically, so concurrent runs at worst compute it twice). Under torchrun
+    rank 0 looks up (or computes and caches) them first and the other ranks then read its cache.
     """
+    return world.main_first(lambda: _reference_statistics(
+        dataset, data_path, split, resolution, feature_net, load_images, batch_size, device, cache_dir))
+
+
+def _reference_statistics(dataset: str, data_path: str | None, split: str | None, resolution: int,
+                          feature_net: FeatureNet, load_images: Callable[[], torch.Tensor], batch_size: int,
+                          device: torch.device | str | None, cache_dir: Path | None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
     path = cache_path(dataset, split, resolution, feature_net.name, data_path, cache_dir)
     if path.is_file():
         try:

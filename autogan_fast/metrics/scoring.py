@@ -55,7 +55,7 @@ def seeded_statistics(gen: SharedGenerator, feature_net: FeatureNet, num_images:
     was_training = gen.training
     gen.eval()
     try:
-        for start in range(world.rank * batch_size, num_images, world.size * batch_size):
+        for start in world.batch_starts(num_images, batch_size):
             z = image_latents(seed, start, start + batch_size, gen.latent_dim, device)
             images = quantize_images(gen(z))[: num_images - start]
             stats.update(*feature_net(images), start=start)
