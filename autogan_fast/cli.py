@@ -18,6 +18,7 @@ from .config import default_feature_net, field_docs, flag
 from .data import DeviceImageData, load_images
 from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
+from .kernels import BACKEND_ENV, set_backend, triton_available
 from .metrics import FeatureNet, load_feature_net
 from .run_dir import CONFIG, create_run_dir, write_json
 
@@ -61,9 +62,22 @@ def add_run_flags(parser: argparse.ArgumentParser, stop_after: str) -> None:
 
 
 def explicit_values(args: argparse.Namespace, config_cls: type) -> dict[str, object]:
-    """The config fields given on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
-            if getattr(args, f.name, None) is not None}
+    """The config fields given on the command line; `$AUTOGAN_FAST_KERNELS` counts as `--kernels` when
+    the flag is not given (it overrides a preset and a resumed run's setting alike)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+              if getattr(args, f.name, None) is not None}
+    if hasattr(args, "kernels") and "kernels" not in values and os.environ.get(BACKEND_ENV):
+        values["kernels"] = os.environ[BACKEND_ENV]
+    return values
+
+
+def select_kernels(name: str, device: torch.device) -> None:
+    """Run every fused op through backend `name` (--kernels) from now on; `triton` needs CUDA here."""
+    if name == "triton" and not (device.type == "cuda" and triton_available()):
+        raise UsageError(f"--kernels triton runs the Triton kernels on CUDA tensors, and this run is on "
+                         f"{device.type}{'' if triton_available() else ' without triton installed'}; use "
+                         f"--kernels auto or torch")
+    set_backend(name)
 
 
 def resolve_device(name: str, world: World = SINGLE) -> torch.device:
@@ -123,11 +137,12 @@ def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
     """Device, dataset (on the device) and feature network of a run, after seeding every random stream.
 
     `config` is any config with the shared settings (dataset, data_path, split, feature_net,
-    inception_weights, device, seed). Everything here fails on bad input with a UsageError, so a
+    inception_weights, kernels, device, seed). Everything here fails on bad input with a UsageError, so a
     command calls it before it creates its run folder. `resolution` only sizes image folders. Under
     torchrun every rank seeds alike (replicated streams) and uses its own GPU.
     """
     device = resolve_device(config.device, world)
+    select_kernels(config.kernels, device)
     torch.manual_seed(config.seed)
     images = load_images(config.dataset, config.data_path, config.split, resolution=resolution)
     feature_net = load_feature_net(default_feature_net(config.dataset, config.feature_net), device,

@@ -12,6 +12,7 @@ from typing import Any
 from .errors import UsageError
 
 SEARCH_MODES = ("mlas", "slas")
+KERNEL_BACKENDS = ("auto", "triton", "torch")  # = autogan_fast.kernels.BACKENDS (not imported: config stays light)
 FEATURE_NETS = ("digits", "inception")
 
 
@@ -25,6 +26,8 @@ class InputSettings:
     split: str | None = None  # dataset split; None = the dataset's training split
     feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
     inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
+    # --- implementation
+    kernels: str = "auto"  # fused ops: auto (Triton on CUDA), triton, or torch (the reference); $AUTOGAN_FAST_KERNELS
 
     def resolved_feature_net(self) -> str:
         return default_feature_net(self.dataset, self.feature_net)
@@ -72,7 +75,7 @@ class SearchConfig(InputSettings):
     seed: int = 12345  # seed of every random stream
     device: str = "auto"  # auto, cpu or cuda
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
-    graph_cache_size: int = 1024  # captured graphs kept (least recently used dropped): ~2 per architecture
+    graph_cache_size: int | None = None  # graphs kept per cache; None = the stage's key space (at most 2048)
     reward_precision: str = "fp32"  # feature network of the reward: fp32, tf32, or bf16 (autocast, channels-last)
 
     def validate(self) -> SearchConfig:
@@ -80,8 +83,10 @@ class SearchConfig(InputSettings):
         positive = ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
                     "topk", "rl_num_eval_img", "is_splits", "gen_bs", "dis_bs", "gf_dim", "df_dim",
                     "latent_dim", "bottom_width", "n_critic", "hid_size", "dynamic_reset_window",
-                    "eval_batch_size", "num_grid_images", "graph_cache_size")
+                    "eval_batch_size", "num_grid_images")
         check_positive(self, (*positive, "g_lr", "d_lr", "ctrl_lr"))
+        if self.graph_cache_size is not None:
+            check_positive(self, ("graph_cache_size",))
         if self.search_mode not in SEARCH_MODES:
             raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         check_engine(self.engine)
@@ -170,8 +175,11 @@ def check_positive(config: object, names: tuple[str, ...]) -> None:
 
 
 def check_shared_settings(config: Any) -> None:
-    """Check the settings every command shares (--feature-net, --device) of any config holding them."""
+    """Check the settings every command shares (--kernels, --feature-net, --device) of any config holding them."""
     feature_net, device = config.feature_net, config.device
+    if config.kernels not in KERNEL_BACKENDS:
+        raise UsageError(f"--kernels (or $AUTOGAN_FAST_KERNELS) must be one of {', '.join(KERNEL_BACKENDS)}, got "
+                         f"{config.kernels!r}")
     if feature_net is not None and feature_net not in FEATURE_NETS:
         raise UsageError(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
     if device not in ("auto", "cpu", "cuda"):

@@ -26,7 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import ArgumentParser, add_config_flags, explicit_values, resolve_device, run_cli, torchrun_world
+from .cli import (
+    ArgumentParser,
+    add_config_flags,
+    explicit_values,
+    resolve_device,
+    run_cli,
+    select_kernels,
+    torchrun_world,
+)
 from .config import TrainConfig, check_shared_settings, config_from_dict
 from .data import load_images
 from .errors import UsageError
@@ -37,7 +45,7 @@ from .metrics.scoring import score_generator
 from .pretrained import RELEASED, read_generator_file, resolve_arch
 
 # The flags every command shares (same names, meanings and help as `train`'s).
-SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "device", "seed")
+SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "kernels", "device", "seed")
 FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless --resolution says otherwise
 
 
@@ -109,6 +117,7 @@ def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
 
     with torchrun_world(config.device) as world:  # under torchrun the ranks share the images
         device = resolve_device(config.device, world)
+        select_kernels(config.kernels, device)
         feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
         gen.to(device)
         if args.fid_stats is not None:
@@ -142,6 +151,7 @@ def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
     resolution = args.resolution or images.shape[-1]
     with torchrun_world(config.device) as world:
         device = resolve_device(config.device, world)
+        select_kernels(config.kernels, device)
         feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
         mu, sigma = dataset_statistics(images, feature_net, resolution,
                                        args.batch_size or config.eval_batch_size, device, world)

@@ -32,6 +32,7 @@ import torch
 
 from .derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .errors import UsageError
+from .safe_load import load_weights_only
 from .search_space import decode_arch, parse_arch, validate_arch
 
 # What `train` writes (checkpoint.pt, best.pt). 2: one to-RGB head, skip outputs with skip-ins, epoch batches.
@@ -92,20 +93,7 @@ def _numpy_float64_globals() -> list:
 
 def read_weights_file(path: Path) -> object:
     """`torch.load(path, weights_only=True)`, allowing numpy float64 too; UsageError naming the file otherwise."""
-    if not path.is_file():
-        raise UsageError(f"no checkpoint at {path}")
-    try:
-        with torch.serialization.safe_globals(_numpy_float64_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged or foreign file
-        text = str(err)
-        foreign = re.search(r"Unsupported global: GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", text)
-        if foreign:  # a global, or an object to build, that no weights file needs
-            raise UsageError(f"refusing to load {path}: it holds {foreign.group(1) or foreign.group(2)}, which "
-                             f"weights_only loading does not allow (tensors, containers, numpy float64)") from None
-        detail = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-        reason = detail.group(1) if detail else (text.strip().splitlines() or [type(err).__name__])[0]
-        raise UsageError(f"corrupt checkpoint {path}: {reason}") from err
+    return load_weights_only(path, "checkpoint", _numpy_float64_globals())
 
 
 def check_train_checkpoint(state: object, path: Path) -> None:

@@ -1,30 +1,52 @@
-"""The run folder: config.json, log.jsonl, atomic checkpoints, PNG sample grids, result.json."""
+"""The run folder: config.json, log.jsonl, atomic checkpoints, PNG sample grids, result.json, and the
+lock a command holds on it while it runs."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+import socket
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .distributed import SINGLE, World
 from .errors import UsageError
+from .safe_load import load_weights_only
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 CONFIG = "config.json"
 RESULT = "result.json"
+LOCK = ".lock"
+SAMPLES = "samples"
+# The temporary files `atomic_write` makes: ".<target name>.<mkstemp's 8 random characters>.tmp".
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def _umask() -> int:
+    """The process's umask. Reading it means setting it, so it is set to a strict one for that instant:
+    a file another thread creates meanwhile gets fewer permissions, never more."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then `os.replace`: never a half-written file."""
+    """Write through a temporary file in the same folder, then `os.replace`: never a half-written file.
+    The file gets the permissions of one made by `open` (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -43,15 +65,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint with `weights_only=True`; UsageError naming the file if missing or corrupt."""
+    """Load a checkpoint with `weights_only=True`; UsageError naming the file if missing, corrupt or foreign."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UsageError(f"corrupt checkpoint {path}: {first_line}") from err
+    state = load_weights_only(path, "checkpoint")
     if not isinstance(state, dict) or "format" not in state:
         raise UsageError(f"corrupt checkpoint {path}: not a checkpoint of this program")
     return state
@@ -105,6 +121,91 @@ def create_run_dir(out: str | None) -> Path:
     return path
 
 
+class RunLock:
+    """An exclusive lock on a run folder, so two commands never run in one folder (two `--resume` of one
+    run would both append to its log and overwrite each other's checkpoints).
+
+    `fcntl.flock` on the folder's `.lock` file: in the standard library, and the kernel releases the
+    lock when its holder dies, so a killed run never leaves a stale lock behind (the `filelock` package
+    would add a dependency for the same thing on Linux). The holder writes its pid and host into the
+    file for the refusal to name. The file stays when the lock is released: removing it would let a
+    process that opened the old file and one that creates a new one both hold "the" lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock; UsageError naming the holder when another process has it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise UsageError(f"cannot lock run folder {self.path.parent}: {err.strerror} ({self.path})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 256).decode(errors="replace").split()
+            os.close(fd)
+            who = f"pid {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
+            raise UsageError(f"run folder {self.path.parent} is in use by another run ({who}, holding "
+                             f"{self.path}); wait for it to end, or stop it first") from None
+        except OSError as err:
+            os.close(fd)
+            raise UsageError(f"cannot lock run folder {self.path.parent}: {err.strerror} ({self.path})") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def locked_run_dir(run_dir: Path, world: World = SINGLE) -> Iterator[None]:
+    """Hold `run_dir`'s `RunLock` while the body runs. Under torchrun rank 0 alone holds it (the rank
+    that writes the folder), and its refusal stops every rank with the same message. With the lock
+    held, the temporary files of atomic writes a killed run left behind are removed."""
+    lock = RunLock(run_dir)
+
+    def take() -> None:
+        lock.acquire()
+        remove_stale_temp_files(run_dir)
+
+    world.on_main(take)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete `atomic_write`'s temporary files in `run_dir` and its samples folder: with the folder's lock
+    held no write is under way, so any there is the leftover of a run killed mid-write."""
+    for folder in (run_dir, run_dir / SAMPLES):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if TEMP_NAME.fullmatch(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+
+
+def finished_result(run_dir: Path, counter: str, count: int) -> dict | None:
+    """The result of the run in `run_dir` if it ended at `count` (its checkpoint's counter), else None.
+    Ended means its log holds that `done` event and its result.json is readable: a run killed between
+    writing the two has not ended, and a resume completes it."""
+    try:
+        result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or not (run_dir / LOG).is_file():
+        return None
+    log = JsonlLog(run_dir / LOG, counter)
+    return result if any(e.get("event") == "done" and e.get(counter) == count for e in log.read()) else None
+
+
 class JsonlLog:
     """Appends one JSON object per line, flushed at once so a crash loses nothing logged.
 
@@ -125,15 +226,40 @@ class JsonlLog:
             handle.write(line + "\n")
 
     def truncate_from(self, step: int) -> None:
-        """Drop events whose counter is >= step (work after the last checkpoint, redone on resume)."""
+        """Drop events whose counter is >= step (work after the last checkpoint, redone on resume) and
+        any `done` event (a resumed run is not done; it logs `done` again when it is)."""
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln).get(self.counter, 0) < step]
-        atomic_write(self.path, lambda f: f.write("".join(ln + "\n" for ln in kept).encode()))
+        kept = [line for line, event in self._lines()
+                if event.get(self.counter, 0) < step and event.get("event") != "done"]
+        atomic_write(self.path, lambda f: f.write(b"".join(line + b"\n" for line in kept)))
 
     def read(self) -> list[dict]:
-        return [json.loads(ln) for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [event for _, event in self._lines()]
+
+    def _lines(self) -> list[tuple[bytes, dict]]:
+        """Each logged line with its event. A final line that is not a JSON object is what a kill in the
+        middle of an append leaves: it is dropped with a one-line warning on stderr (the checkpoint says
+        what is redone). A bad line before the last is damage no kill makes: a UsageError naming the
+        file and the line."""
+        numbered = [(number, line) for number, line in enumerate(self.path.read_bytes().split(b"\n"), 1)
+                    if line.strip()]
+        kept = []
+        for number, line in numbered:
+            try:
+                event = json.loads(line)
+                reason = f"a JSON {type(event).__name__}, not an object"
+            except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+                event, reason = None, getattr(err, "msg", "not UTF-8 text")
+            if isinstance(event, dict):
+                kept.append((line, event))
+            elif number == numbered[-1][0]:
+                print(f"warning: {self.path} line {number} is cut off (the run was stopped while logging it); "
+                      f"dropped it", file=sys.stderr)
+            else:
+                raise UsageError(f"{self.path} line {number} is not a logged event ({reason}); repair or "
+                                 f"delete that line")
+        return kept
 
 
 def save_image_grid(path: Path, images: torch.Tensor, min_cell: int = 32) -> None:

@@ -6,6 +6,7 @@ released search on CIFAR-10 scored by Inception-v3. `--resume DIR` continues a s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shlex
@@ -28,14 +29,14 @@ from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
 from .distributed import World
 from .errors import UsageError
 from .graph_engine import resolve_engine
-from .run_dir import CHECKPOINT, LOG, JsonlLog, load_checkpoint
+from .run_dir import CHECKPOINT, LOG, JsonlLog, finished_result, load_checkpoint, locked_run_dir
 from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 from .tensorboard import check_tensorboard, scalar_logger
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
 RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size", "engine",
-                       "graph_cache_size", "reward_precision")
+                       "graph_cache_size", "reward_precision", "kernels")
 
 
 def build_parser() -> ArgumentParser:
@@ -90,39 +91,62 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | None, world: World) -> int:
-    """`main` once the settings are known, in its torchrun world (a single process without torchrun)."""
-    # Everything that can fail on bad input runs before the run folder is touched.
+    """`main` once the settings are known, in its torchrun world (a single process without torchrun).
+
+    The run folder is locked from the moment it is known to the end (`locked_run_dir`): a resumed one
+    before anything else, a new one as soon as it is made. Resuming a finished run prints its result
+    and writes nothing.
+    """
+    # Everything that can fail on bad input runs before the run folder is written (a resumed one is locked
+    # first, before its log is read: another run may be writing there).
     world.check_divides(gen_bs=config.gen_bs, dis_bs=config.dis_bs)
     if args.tensorboard:
         check_tensorboard()
-    device, data, feature_net = open_inputs(config, config.bottom_width * 8, world)
-    engine = resolve_engine(config.engine, device, world.size)
+    with contextlib.ExitStack() as lock:  # the run folder's lock, held to the end once taken
+        if saved is not None:
+            lock.enter_context(locked_run_dir(run_dir, world))
+            if saved["search_iter"] >= config.max_search_iter:
+                result = world.on_main(lambda: finished_result(run_dir, "search_iter", saved["search_iter"]))
+                if result is not None:
+                    if world.is_main:
+                        print(f"the search in {run_dir} is finished ({config.max_search_iter} iterations); "
+                              f"give a larger --max-search-iter to search on", file=sys.stderr)
+                        print_result(args, config, result, run_dir)
+                    return 0
+        device, data, feature_net = open_inputs(config, config.bottom_width * 8, world)
+        engine = resolve_engine(config.engine, device, world.size)
 
-    if saved is None:
-        run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "preset": args.preset}, world)
-        state = SearchState.create(config, device, engine, world)
-    else:
-        state = SearchState.from_state_dict(saved, config, device, engine, world)
-        if world.is_main:
-            JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
-    quiet = args.quiet or not world.is_main
-    if not quiet:
-        ranks = f"  ranks: {world.size}" if world.distributed else ""
-        print(f"run folder: {run_dir}  device: {device}{ranks}  engine: {engine}  feature net: {feature_net.name}",
-              file=sys.stderr)
+        if saved is None:
+            run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "preset": args.preset}, world)
+            lock.enter_context(locked_run_dir(run_dir, world))
+            state = SearchState.create(config, device, engine, world)
+        else:
+            state = SearchState.from_state_dict(saved, config, device, engine, world)
+            if world.is_main:
+                JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
+        quiet = args.quiet or not world.is_main
+        if not quiet:
+            ranks = f"  ranks: {world.size}" if world.distributed else ""
+            print(f"run folder: {run_dir}  device: {device}{ranks}  engine: {engine}  feature net: "
+                  f"{feature_net.name}", file=sys.stderr)
 
-    curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
-    try:
-        result = run_search(state, data, feature_net, run_dir, device, stop_after=args.stop_after,
-                            quiet=quiet, curves=curves)
-    finally:
-        curves.close()
+        curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
+        try:
+            result = run_search(state, data, feature_net, run_dir, device, stop_after=args.stop_after,
+                                quiet=quiet, curves=curves)
+        finally:
+            curves.close()
     if not world.is_main:
         return 0
     if result is None:
         print(f"stopped after iteration {state.search_iter - 1}; continue with --resume {run_dir}",
               file=sys.stderr)
         return 0
+    print_result(args, config, result, run_dir)
+    return 0
+
+
+def print_result(args, config: SearchConfig, result: dict, run_dir: Path) -> None:
     if args.json:
         print(json.dumps({**result, "run_dir": str(run_dir)}))
     else:
@@ -130,7 +154,6 @@ def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | 
         for rank, entry in enumerate(result["archs"], 1):
             print(f"{rank}. IS {entry['inception_score']:.3f}  {arch_to_str(entry['arch'])}")
         print(f"train the best from scratch: {train_command(config, run_dir)}")
-    return 0
 
 
 if __name__ == "__main__":

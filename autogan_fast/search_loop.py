@@ -37,7 +37,7 @@ from .run_dir import (
     save_image_grid,
     write_json,
 )
-from .search_space import arch_to_str
+from .search_space import arch_to_str, search_space_size
 from .tensorboard import ScalarLogger
 
 CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines (issue 8's fidelity)
@@ -213,6 +213,25 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
     return scored
 
 
+AUTO_GRAPH_CACHE_CAP = 2048  # graphs per cache when the key space is larger (SLAS: 373,248 architectures)
+
+
+def graph_cache_sizes(config: SearchConfig, stage: int) -> tuple[int, int]:
+    """Graphs the (training, reward) caches hold at `stage`: `--graph-cache-size`, or by default the
+    stage's whole key space, so no cache is flushed within a stage (every graph shares its cache's
+    pool, so a graph costs its executable, not its activations). Training keys: D and D + G steps of
+    each architecture the stage can sample; reward keys: a generator step per architecture and one
+    feature step. The MLAS stage s samples its new cell after one of `topk` beams (stage 0: no beam)."""
+    if config.graph_cache_size is not None:
+        return config.graph_cache_size, config.graph_cache_size
+    if config.search_mode == "slas":
+        archs = search_space_size()
+    else:
+        beams = 1 if stage == 0 else config.topk
+        archs = beams * search_space_size(stage) // (search_space_size(stage - 1) if stage else 1)
+    return min(2 * archs, AUTO_GRAPH_CACHE_CAP), min(archs + 1, AUTO_GRAPH_CACHE_CAP)
+
+
 def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNet, run_dir: Path,
                device: torch.device, stop_after: int | None = None, quiet: bool = False,
                curves: ScalarLogger | None = None) -> dict | None:
@@ -228,9 +247,10 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     world = state.world
     curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG, enabled=world.is_main)
-    backend = capture_backend(device)
-    graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
-    reward_graphs = GraphCache(backend, config.graph_cache_size) if state.engine == "graph" else None
+    graphs = reward_graphs = None
+    if state.engine == "graph":  # each cache its own backend (capture stream): see graphs.py
+        graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[0])
+        reward_graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[1])
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
                                   config.latent_dim, device, config.reward_precision, reward_graphs)
     started = time.perf_counter()
@@ -244,6 +264,10 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
             state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
             log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
+            if graphs is not None:  # the old stage's keys never come back: drop them all, size for the new
+                for cache, size in zip((graphs, reward_graphs), graph_cache_sizes(config, state.stage), strict=True):
+                    cache.flush()
+                    cache.resize(size)
 
         steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
         archs = sample_phase_archs(state, steps)
@@ -270,7 +294,6 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             if graphs is not None:
                 graphs.clear()  # the graphs hold the old networks' buffers
                 reward_graphs.clear()
-                backend.new_pool()  # nothing refers to the old pool any more
             log.write("dynamic_reset", it, stage=state.stage)
 
         iteration_best = max(scored, key=lambda item: item[1])[0]

@@ -20,7 +20,10 @@ whatever device the tensor is on, so code that passes here does none of them at 
   - Python-side reads that never reach the dispatcher: `Tensor.tolist`, `Tensor.numpy`, and, to name
     them in the error, `Tensor.item`, `__bool__`, `__int__`, `__float__`, `__index__`, `__complex__`;
     plus the explicit `torch.cuda.synchronize`, `Stream.synchronize` and `Event.synchronize`.
-    These are patched on the class while the guard is active and restored on exit.
+    These are patched on the class while the guard is active and restored on exit;
+  - `torch.tensor` / `torch.as_tensor` given a device (`NoDeviceTensorFactory`, a TorchFunctionMode that
+    `NoHostSync` enters too): on a GPU that is a blocking copy of host data to the device, illegal
+    while capturing, yet on the CPU the data never leaves the host and no copy op is dispatched.
 
 What the CPU form cannot see: `t.cpu()` / `t.to("cpu")` of a tensor that already lives on the CPU
 returns `t` itself and dispatches nothing, so a device -> host copy written that way shows up only
@@ -33,6 +36,7 @@ sync in a particular case (e.g. `repeat_interleave` of a CPU `repeats`): the rul
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
@@ -89,6 +93,21 @@ def _has_mask_index(args, kwargs) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
 
 
+class NoDeviceTensorFactory(TorchFunctionMode):
+    """Within the block, `torch.tensor(..., device=d)` and `torch.as_tensor(..., device=d)` raise
+    `HostSyncError`: they copy host data to `d`. Make such constants with device ops (`torch.full`,
+    `arange`) or Python scalars instead."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor):
+            device = kwargs.get("device")  # keyword-only in both
+            if device is not None:
+                raise HostSyncError(f"host sync: torch.{func.__name__}(..., device={device!r}) copies host data "
+                                    f"to the device (blocking, and illegal while capturing)")
+        return func(*args, **kwargs)
+
+
 class NoHostSync(TorchDispatchMode):
     """Within the block, any host read of a tensor value raises `HostSyncError` naming the op.
 
@@ -123,7 +142,9 @@ class NoHostSync(TorchDispatchMode):
         for owner, name in sync_owners:
             self._saved.append((owner, name, owner.__dict__.get(name)))
             setattr(owner, name, _refuse(f"{getattr(owner, '__name__', owner)}.{name}"))
+        self._factories = NoDeviceTensorFactory()
         try:
+            self._factories.__enter__()
             return super().__enter__()
         except BaseException:
             self._restore()
@@ -136,6 +157,9 @@ class NoHostSync(TorchDispatchMode):
             self._restore()
 
     def _restore(self) -> None:
+        factories, self._factories = getattr(self, "_factories", None), None
+        if factories is not None:
+            factories.__exit__(None, None, None)
         for owner, name, original in reversed(self._saved):
             if original is None:  # was inherited: drop our override
                 delattr(owner, name)
@@ -151,4 +175,4 @@ def _refuse(what: str):
     return refuse
 
 
-__all__ = ["HostSyncError", "NoHostSync"]
+__all__ = ["HostSyncError", "NoDeviceTensorFactory", "NoHostSync"]

@@ -9,6 +9,7 @@ a sample grid is saved and the run is checkpointed; `--resume DIR` continues a s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -51,7 +52,9 @@ from .run_dir import (
     LOG,
     RESULT,
     JsonlLog,
+    finished_result,
     load_checkpoint,
+    locked_run_dir,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -77,7 +80,7 @@ DEMO_OVERRIDES: dict[str, object] = dict(
 PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {"dataset": "cifar10"}}
 # Settings a resumed run may change: where things are, how long to go on and how it is scored.
 RESUMABLE_OVERRIDES = ("max_iter", "data_path", "inception_weights", "device", "engine", "eval_batch_size",
-                       "val_freq", "num_eval_imgs")
+                       "val_freq", "num_eval_imgs", "kernels")
 
 
 def preset_config(preset: str, **overrides: object) -> TrainConfig:
@@ -387,43 +390,66 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict | None, run_dir: Path | None,
                  world: World) -> int:
-    """`main` once the settings are known, in its torchrun world (a single process without torchrun)."""
-    # Everything that can fail on bad input runs before the run folder is touched.
+    """`main` once the settings are known, in its torchrun world (a single process without torchrun).
+
+    The run folder is locked from the moment it is known to the end (`locked_run_dir`): a resumed one
+    before anything else, a new one as soon as it is made. Resuming a finished run prints its result
+    and writes nothing.
+    """
+    # Everything that can fail on bad input runs before the run folder is written (a resumed one is locked
+    # first, before its log is read: another run may be writing there).
     world.check_divides(gen_bs=config.gen_bs, dis_bs=config.dis_bs)
     if args.tensorboard:
         check_tensorboard()
-    resolution = config.bottom_width * 8
-    device, data, feature_net = open_inputs(config, resolution, world)
-    engine = resolve_engine(config.engine, device, world.size)
-    reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
-                                     lambda: data.images, config.eval_batch_size, device, world=world)
+    with contextlib.ExitStack() as lock:  # the run folder's lock, held to the end once taken
+        if saved is not None:
+            lock.enter_context(locked_run_dir(run_dir, world))
+            if saved["iter"] >= config.max_iter:
+                result = world.on_main(lambda: finished_result(run_dir, "iter", saved["iter"]))
+                if result is not None:
+                    if world.is_main:
+                        print(f"the training in {run_dir} is finished ({config.max_iter} G iterations); give "
+                              f"a larger --max-iter to train on", file=sys.stderr)
+                        print_result(args, result, run_dir)
+                    return 0
+        resolution = config.bottom_width * 8
+        device, data, feature_net = open_inputs(config, resolution, world)
+        engine = resolve_engine(config.engine, device, world.size)
+        reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
+                                         lambda: data.images, config.eval_batch_size, device, world=world)
 
-    if saved is None:
-        run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "arch": list(arch),
-                                               "preset": args.preset}, world)
-        state = TrainState.create(config, arch, device, engine, world)
-    else:
-        state = TrainState.from_state_dict(saved, config, device, engine, world)
-        if world.is_main:
-            JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
-    quiet = args.quiet or not world.is_main
-    if not quiet:
-        params = sum(p.numel() for p in state.gen.parameters())
-        ranks = f"  ranks: {world.size}" if world.distributed else ""
-        print(f"run folder: {run_dir}  device: {device}{ranks}  feature net: {feature_net.name}  G: {params:,} "
-              f"parameters\narch: {arch_to_str(arch)}", file=sys.stderr)
+        if saved is None:
+            run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "arch": list(arch),
+                                                   "preset": args.preset}, world)
+            lock.enter_context(locked_run_dir(run_dir, world))
+            state = TrainState.create(config, arch, device, engine, world)
+        else:
+            state = TrainState.from_state_dict(saved, config, device, engine, world)
+            if world.is_main:
+                JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
+        quiet = args.quiet or not world.is_main
+        if not quiet:
+            params = sum(p.numel() for p in state.gen.parameters())
+            ranks = f"  ranks: {world.size}" if world.distributed else ""
+            print(f"run folder: {run_dir}  device: {device}{ranks}  feature net: {feature_net.name}  G: "
+                  f"{params:,} parameters\narch: {arch_to_str(arch)}", file=sys.stderr)
 
-    curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
-    try:
-        result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
-                       quiet=quiet, curves=curves)
-    finally:
-        curves.close()
+        curves = scalar_logger(args.tensorboard and world.is_main, run_dir)
+        try:
+            result = train(state, data, feature_net, reference, run_dir, device, stop_after=args.stop_after,
+                           quiet=quiet, curves=curves)
+        finally:
+            curves.close()
     if not world.is_main:
         return 0
     if result is None:
         print(f"stopped after iteration {state.iter}; continue with --resume {run_dir}", file=sys.stderr)
         return 0
+    print_result(args, result, run_dir)
+    return 0
+
+
+def print_result(args, result: dict, run_dir: Path) -> None:
     if args.json:
         print(json.dumps({**result, "run_dir": str(run_dir)}))
     else:
@@ -432,7 +458,6 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
         print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  FID {result['fid']:.3f}  "
               f"(EMA generator, iteration {result['iter']}, {result['num_eval_imgs']} images)")
         print(f"best FID {best['fid']:.3f} at iteration {best['iter']} (best.pt)")
-    return 0
 
 
 if __name__ == "__main__":

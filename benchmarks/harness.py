@@ -34,6 +34,12 @@ DEADLINE_REPEAT_S = 5.0  # then again every this many seconds while that test ru
 # 8; a stream row recompiles once per architecture).
 COMPILE_RECOMPILE_LIMIT = 256
 SIZES = ("full", "tiny")
+# Run order of the rows (the `priority` mark, lower first): what a GPU session most needs comes first,
+# so a run cut short still has it. The fused ops, then the engine rows (shared-GAN unit, reward), then
+# the end-to-end rows (search iteration and its projection, derived training), then torch.compile (the
+# shared-GAN unit's one-architecture row first: it carries a target).
+PRIORITY_OPS, PRIORITY_ENGINE, PRIORITY_END_TO_END = 0, 1, 2
+PRIORITY_COMPILE_TARGET, PRIORITY_COMPILE = 4, 5
 ROWS = ("sn", "upconv", "stats", "gan_unit", "reward", "search_iteration", "derived_training")
 
 # Rows of variants that could not run, added to the JSON file by conftest's pytest_benchmark_update_json.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from .harness import (
+    PRIORITY_COMPILE,
+    PRIORITY_END_TO_END,
     fresh_compile_state,
     measure,
     new_info,
@@ -27,7 +29,8 @@ ESTIMATE_S = {"eager": 4.0, "triton": 4.0, "graph": 3.0}
 
 
 @pytest.mark.parametrize("variant", [
-    "eager", "triton", "graph", pytest.param("compile", marks=pytest.mark.priority(3))])
+    *(pytest.param(v, marks=pytest.mark.priority(PRIORITY_END_TO_END + 1)) for v in ("eager", "triton", "graph")),
+    pytest.param("compile", marks=pytest.mark.priority(PRIORITY_COMPILE))])
 def test_derived_training(benchmark, request, settings, gan_data, variant):
     config = train_config(settings.size)
     g_iters = 5 if settings.full else 1

@@ -15,6 +15,9 @@ from __future__ import annotations
 import pytest
 
 from .harness import (
+    PRIORITY_COMPILE,
+    PRIORITY_COMPILE_TARGET,
+    PRIORITY_ENGINE,
     fresh_compile_state,
     measure,
     new_info,
@@ -39,7 +42,10 @@ def _params():
             if one_arch and stage != 2:
                 continue
             for variant in ("eager", "triton", "graph", "compile"):
-                priority = (2 if one_arch else 3) if variant == "compile" else 0
+                if variant == "compile":
+                    priority = PRIORITY_COMPILE_TARGET if one_arch else PRIORITY_COMPILE
+                else:
+                    priority = PRIORITY_ENGINE
                 kind = "one-arch" if one_arch else "stream"
                 yield pytest.param(stage, one_arch, variant, id=f"stage{stage}-{kind}-{variant}",
                                    marks=[pytest.mark.priority(priority)])

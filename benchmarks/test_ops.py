@@ -14,6 +14,8 @@ from autogan_fast.kernels import use_backend
 
 from .flops import count_flops
 from .harness import (
+    PRIORITY_COMPILE,
+    PRIORITY_OPS,
     calibrate,
     fresh_compile_state,
     measure,
@@ -45,7 +47,7 @@ def pytest_generate_tests(metafunc):
             if op == "stats" and pass_ == "fwd_bwd":
                 continue  # no backward
             for variant in VARIANTS:
-                marks = [pytest.mark.priority(3)] if variant == "compile" else []
+                marks = [pytest.mark.priority(PRIORITY_COMPILE if variant == "compile" else PRIORITY_OPS)]
                 params.append(pytest.param((op, kwargs, pass_, variant), id=f"{case_id}-{pass_}-{variant}",
                                            marks=marks))
     metafunc.parametrize("op_case", params)

@@ -17,7 +17,7 @@ import pytest
 from autogan_fast.reward import spearman
 
 from .flops import feature_net_flops_per_image
-from .harness import measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason
+from .harness import PRIORITY_ENGINE, measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason
 from .workloads import RewardRunner, mean_reward_flops, reward_feature_net, reward_gan, shared_config, stream_archs
 
 pytestmark = pytest.mark.benchmark(timer=synced_perf_counter)
@@ -50,7 +50,8 @@ def reward_setup(settings):
     built.clear()
 
 
-@pytest.mark.parametrize("variant", ["eager", "fp32", "tf32", "bf16"])
+@pytest.mark.parametrize("variant", [pytest.param(v, marks=pytest.mark.priority(PRIORITY_ENGINE))
+                                     for v in ("eager", "fp32", "tf32", "bf16")])
 def test_reward(benchmark, request, settings, reward_setup, variant):
     config = shared_config(settings.size)
     rounds = 3 if variant == "eager" else N_ARCHS[settings.size]

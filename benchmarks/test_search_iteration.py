@@ -16,7 +16,16 @@ from __future__ import annotations
 import pytest
 
 from .flops import feature_net_flops_per_image
-from .harness import measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason
+from .harness import (
+    PRIORITY_COMPILE,
+    PRIORITY_END_TO_END,
+    measure,
+    new_info,
+    row_failed,
+    skip_row,
+    synced_perf_counter,
+    variant_skip_reason,
+)
 from .workloads import SearchRunner, reward_feature_net, search_plan, shared_config
 
 pytestmark = pytest.mark.benchmark(timer=synced_perf_counter)
@@ -26,9 +35,10 @@ SEARCH_TARGET_S = 30 * 60
 
 
 @pytest.mark.parametrize("variant", [
-    "eager", "graph",
-    pytest.param("triton", marks=pytest.mark.priority(1)),
-    pytest.param("compile", marks=pytest.mark.priority(3)),
+    pytest.param("eager", marks=pytest.mark.priority(PRIORITY_END_TO_END)),
+    pytest.param("graph", marks=pytest.mark.priority(PRIORITY_END_TO_END)),
+    pytest.param("triton", marks=pytest.mark.priority(PRIORITY_END_TO_END + 1)),
+    pytest.param("compile", marks=pytest.mark.priority(PRIORITY_COMPILE)),
 ])
 def test_search_iteration(benchmark, request, settings, gan_data, variant):
     config = shared_config(settings.size)

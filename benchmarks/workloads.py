@@ -47,7 +47,7 @@ from autogan_fast.kernels import use_backend
 from autogan_fast.metrics.feature_net import FeatureNet, check_uint8_images
 from autogan_fast.reward import RewardPipeline, fp32_precision
 from autogan_fast.run_dir import JsonlLog
-from autogan_fast.search_loop import SearchState, new_controller, train_controller
+from autogan_fast.search_loop import SearchState, graph_cache_sizes, new_controller, train_controller
 from autogan_fast.train import PAPER_ARCH, TrainState
 
 from .flops import GanFlops, feature_net_flops_per_image, reward_flops
@@ -180,7 +180,7 @@ class UnitRunner:
         self.gan = SharedGAN.create(config, device, capturable=variant == "graph" and device.type == "cuda")
         size = config.dynamic_reset_window
         self.windows = (LossWindow(size, device), LossWindow(size, device))
-        self.cache = (GraphCache(capture or capture_backend(device), config.graph_cache_size)
+        self.cache = (GraphCache(capture or capture_backend(device), graph_cache_sizes(config, stage)[0])
                       if variant == "graph" else None)
         self.compiled = compiled_steps(compile_backend, compile_mode) if variant == "compile" else None
         self.position = 0
@@ -277,7 +277,7 @@ class RewardRunner:
         self.pipeline = None
         self.cache = None
         if variant != "eager":
-            self.cache = GraphCache(capture or capture_backend(device), config.graph_cache_size)
+            self.cache = GraphCache(capture or capture_backend(device), graph_cache_sizes(config, 2)[1])
             self.pipeline = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size,
                                            config.is_splits, config.latent_dim, device, variant, self.cache)
 
@@ -356,9 +356,11 @@ class SearchRunner:
         if variant == "graph":  # SearchState.create(engine="graph") on CUDA: capturable Adam
             self.state.gan = SharedGAN.create(self.config, device, capturable=device.type == "cuda")
         self.state.engine = engine
-        backend = capture or capture_backend(device)
-        self.graphs = GraphCache(backend, self.config.graph_cache_size) if variant == "graph" else None
-        self.reward_graphs = GraphCache(backend, self.config.graph_cache_size) if variant == "graph" else None
+        self.graphs = self.reward_graphs = None
+        if variant == "graph":  # one backend per cache (its own capture stream); sized for every stage's keys
+            sizes = [graph_cache_sizes(self.config, s) for s in STAGES]
+            self.graphs = GraphCache(capture or capture_backend(device), sum(size[0] for size in sizes))
+            self.reward_graphs = GraphCache(capture or capture_backend(device), sum(size[1] for size in sizes))
         if variant != "eager":
             self.state.reward = RewardPipeline(feature_net, self.config.rl_num_eval_img, self.config.eval_batch_size,
                                                self.config.is_splits, self.config.latent_dim, device,

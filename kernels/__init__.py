@@ -4,7 +4,7 @@ Each op dispatches to a Triton kernel on CUDA tensors and to its PyTorch referen
 `set_backend` / `use_backend` force one side. This package depends on torch and triton only.
 """
 
-from ._dispatch import BACKENDS, get_backend, set_backend, triton_available, use_backend
+from ._dispatch import BACKEND_ENV, BACKENDS, get_backend, set_backend, triton_available, use_backend
 from .inception_stats import InceptionStats, inception_stats_update_ref
 from .spectral_norm import (
     SpectralNormGroup,
@@ -18,6 +18,7 @@ from .upsample_conv import invalidate_weight_caches, upsample_conv2d, upsample_c
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_ENV",
     "InceptionStats",
     "SpectralNormGroup",
     "get_backend",

@@ -1,8 +1,10 @@
 """Backend choice for the fused ops, and the argument checks both backends share.
 
 `auto` runs Triton on CUDA tensors and the PyTorch reference elsewhere; `triton` and `torch` force
-one side. Forced `triton` also runs on CPU tensors under the Triton interpreter (`TRITON_INTERPRET=1`,
-how the kernel tests run without a GPU); `auto` never picks the interpreter, which is orders of
+one side. The starting choice is `$AUTOGAN_FAST_KERNELS` (default `auto`): a user whose GPU or Triton
+version breaks a fused kernel runs the reference, the same maths, without touching code. Forced
+`triton` also runs on CPU tensors under the Triton interpreter (`TRITON_INTERPRET=1`, how the kernel
+tests run without a GPU); `auto` never picks the interpreter, which is orders of
 magnitude slower than the reference. Forcing `triton` where it cannot run raises instead of
 silently running the reference.
 """
@@ -17,7 +19,8 @@ from collections.abc import Callable, Iterator
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
-_backend = "auto"
+BACKEND_ENV = "AUTOGAN_FAST_KERNELS"  # the starting backend, read once at import
+_backend = os.environ.get(BACKEND_ENV) or "auto"  # checked at the first dispatch (an import must not fail)
 
 
 try:  # Triton is Linux-only; elsewhere every op runs its reference
@@ -73,6 +76,8 @@ def triton_can_run(*tensors: torch.Tensor) -> bool:
 def use_triton(*tensors: torch.Tensor | None) -> bool:
     """Dispatch decision for one call; raises when `triton` is forced but cannot run here."""
     present = [t for t in tensors if t is not None]
+    if _backend not in BACKENDS:
+        raise ValueError(f"${BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {_backend!r}")
     if _backend == "torch":
         return False
     if _backend == "auto":

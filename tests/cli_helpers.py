@@ -1,8 +1,21 @@
 """Running the command lines in-process, as a user's shell would see them."""
 
+import contextlib
+import subprocess
+import sys
+
 import pytest
 
 from autogan_fast.cli import run_cli
+
+# A process that takes a run folder's lock, says so, and waits to be killed.
+_HOLD_LOCK = """
+import sys, time
+from autogan_fast.run_dir import RunLock
+RunLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def run_cli_captured(main, argv, capsys) -> tuple[int, str, str]:
@@ -11,3 +24,17 @@ def run_cli_captured(main, argv, capsys) -> tuple[int, str, str]:
         run_cli(main, [str(a) for a in argv])
     captured = capsys.readouterr()
     return exit_info.value.code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(run_dir):
+    """Another process holding `run_dir`'s lock, as a run going on there does; yields that process,
+    which is killed when the block ends."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

@@ -7,8 +7,11 @@ read cannot pass. Image content is seeded random bytes: any permutation of pixel
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import signal
+import socket
 import struct
 from pathlib import Path
 
@@ -165,6 +168,32 @@ def test_cifar10_refuses_pickles_naming_other_globals(tmp_path: Path, module: st
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("data_key", [b"data", "data"])  # the original's bytes keys, or a re-pickle's str
+def test_cifar10_batch_pickled_by_python3_at_protocol_2(tmp_path: Path, data_key) -> None:
+    """Python 3 pickles bytes at protocol 2 as `_codecs.encode(str, "latin1")` (the array buffer, and the
+    keys when they are bytes): the one call of a global besides numpy's that a batch may make."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    images = {name: _images(2, 32, seed=i) for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)])}
+    for name, imgs in images.items():
+        batch = {data_key: _cifar_rows(imgs), "labels": [1, 2]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    assert np.array_equal(load_cifar10(tmp_path, "train").numpy(), np.concatenate(list(images.values())))
+
+
+@pytest.mark.parametrize("args, why", [
+    (b"(Vtouch x\nVrot13\nt", "another codec"),
+    (b"(Vabc\nVlatin1\nVstrict\nt", "more arguments than protocol 2 writes"),
+    (b"(S'abc'\nVlatin1\nt", "bytes, not str (encoding='bytes' reads Python 2 strings as bytes)"),
+])
+def test_cifar10_allows_only_the_latin1_encode_of_a_str(tmp_path: Path, args: bytes, why: str) -> None:
+    _write_cifar(tmp_path)
+    file = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    file.write_bytes(b"c_codecs\nencode\n" + args + b"R.")
+    with pytest.raises(UsageError, match=re.escape(str(file))):
+        load_cifar10(tmp_path, "train")
+
+
 def test_cifar10_missing_folder_and_bad_split(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=re.escape(str(tmp_path / "nowhere"))):
         load_cifar10(tmp_path / "nowhere")
@@ -314,6 +343,38 @@ def test_folder_unreadable_image_names_it(tmp_path: Path, make_bad) -> None:
     make_bad(bad)
     with pytest.raises(UsageError, match=re.escape(str(bad))):
         load_image_folder(tmp_path, 8)
+
+
+def _fifo(file: Path) -> None:
+    os.mkfifo(file)
+
+
+def _socket(file: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(file))  # the socket file outlives the closed socket
+
+
+@pytest.mark.parametrize("make_special", [
+    _fifo,                                                # opening it would wait for a writer forever
+    _socket,
+    lambda f: f.symlink_to(f.parent / "nowhere.png"),     # a link to nothing
+], ids=["fifo", "socket", "broken-link"])
+def test_folder_refuses_a_non_regular_file_naming_it_without_hanging(tmp_path: Path, make_special) -> None:
+    Image.fromarray(_hwc(_images(1, 8, seed=26), 0)).save(tmp_path / "a_good.png")
+    special = tmp_path / "b_special.png"
+    make_special(special)
+
+    def hung(signum, frame):
+        raise TimeoutError(f"the loader blocked on {special}")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(UsageError, match=re.escape(str(special)) + " is a"):
+            load_image_folder(tmp_path, 8)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_folder_empty_missing_and_bad_resolution(tmp_path: Path) -> None:

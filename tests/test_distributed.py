@@ -7,13 +7,14 @@ would; each takes a few seconds on the 2-core CI machine.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from cli_helpers import run_cli_captured
+from cli_helpers import lock_held_elsewhere, run_cli_captured
 
 from autogan_fast import evaluate, search, train
 from autogan_fast.cli import run_cli
@@ -254,6 +255,19 @@ def test_bad_out_on_rank_0_stops_every_rank(tmp_path):
     for rank in (0, 1):
         assert f"(rank {rank}): error: --out {tmp_path / 'taken'} already exists" in result.stderr
     assert (tmp_path / "taken" / "keep.txt").read_text() == "a user's file"
+
+
+def test_a_run_folder_in_use_stops_every_rank(single_train, tmp_path):
+    """Rank 0 alone locks the run folder (the resume in the test above shows rank 1 does not try): its
+    refusal, naming the holder, reaches rank 1 too."""
+    out = tmp_path / "run"
+    shutil.copytree(single_train, out)
+    with lock_held_elsewhere(out) as running:
+        result = torchrun("autogan_fast.train", ["--resume", out, "--max-iter", "6"], tmp_path)
+    assert result.returncode != 0
+    refusal = f"error: run folder {out} is in use by another run (pid {running.pid} on "
+    for rank in (0, 1):
+        assert f"(rank {rank}): {refusal}" in result.stderr
 
 
 def test_a_failing_rank_brings_the_job_down_with_its_message(tmp_path):

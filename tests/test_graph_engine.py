@@ -5,7 +5,12 @@ the same order, same weights, same losses, bit for bit, over a few hundred steps
 architectures. Capture itself needs CUDA (tests marked gpu).
 """
 
+import contextlib
+import dataclasses
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -16,7 +21,7 @@ from autogan_fast.data import DeviceImageData, load_images
 from autogan_fast.engine import LossWindow, SharedGAN, train_shared
 from autogan_fast.errors import UsageError
 from autogan_fast.graph_engine import RESET_CHECK_EVERY, resolve_engine, train_shared_graph
-from autogan_fast.graphs import CaptureBackend, GraphCache
+from autogan_fast.graphs import CaptureBackend, GraphCache, GraphCaptureError
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=8, gen_bs=8)
 CPU = torch.device("cpu")
@@ -101,10 +106,10 @@ def test_graph_keys_are_stage_arch_kind_and_batch_shapes(digits):
     gan = SharedGAN.create(config, CPU)
     windows = LossWindow(100, CPU), LossWindow(100, CPU)
     train_shared_graph(gan, digits, config, 0, archs, *windows, cache=cache)
-    keys = list(cache.graphs)  # least recently used first
+    keys = list(cache.graphs)  # in order of capture
     # (a, D+G) at 0, (b, D) at 1, (a, D+G) at 2 hit, (a, D) at 3, (b, D+G) at 4, (b, D) at 5 hit
-    assert keys == [(0, tuple(a), True, 8, 8), (0, tuple(a), False, 8, 8), (0, tuple(b), True, 8, 8),
-                    (0, tuple(b), False, 8, 8)]
+    assert keys == [(0, tuple(a), True, 8, 8), (0, tuple(b), False, 8, 8), (0, tuple(a), False, 8, 8),
+                    (0, tuple(b), True, 8, 8)]
     assert cache.stats.warmups == cache.stats.captures == 4 and cache.stats.hits == 2
     # always warm up, then capture; the two hits (steps 2 and 5) replay
     assert backend.events == ["warmup", "capture"] * 2 + ["replay"] + ["warmup", "capture"] * 2 + ["replay"]
@@ -120,29 +125,106 @@ def test_engine_choice():
     assert resolve_engine("auto", torch.device("cuda")) == "graph"
 
 
-def test_cache_evicts_the_least_recently_used_graph():
+def test_a_full_cache_is_flushed_whole():
+    """Graphs are never destroyed one by one (a destroyed graph frees its capture stream's cuBLAS
+    workspace, still baked into the others): a new key in a full cache drops every graph first."""
     runs = []
-    cache = GraphCache(RecordingBackend(), max_graphs=2)
-    for key in ["a", "b", "a", "c", "b"]:  # "c" evicts "b" (a was used more recently); "b" comes back
+    backend = RecordingBackend()
+    cache = GraphCache(backend, max_graphs=2)
+    for key in ["a", "b", "a", "c", "b"]:  # "c" flushes a and b; "b" comes back as a new key
         cache.run(key, lambda key=key: runs.append(key))
     assert list(cache.graphs) == ["c", "b"]
-    assert (cache.stats.captures, cache.stats.hits, cache.stats.evictions) == (4, 1, 2)
+    assert (cache.stats.captures, cache.stats.hits, cache.stats.flushes) == (4, 1, 1)
     assert runs == ["a", "b", "a", "c", "b"]  # every occurrence ran exactly once: warm-up or replay
+    cache.resize(3)
+    cache.run("d", lambda: runs.append("d"))  # room now: nothing dropped
+    assert list(cache.graphs) == ["c", "b", "d"] and cache.stats.flushes == 1
 
 
-def test_failed_capture_falls_back_to_eager_with_one_warning():
+def test_a_failed_capture_stops_the_run_with_one_line():
+    """No eager fallback: after a failed capture CUDA's generator is left in capture mode (see graphs.py)."""
     class FailingBackend(RecordingBackend):
         def capture(self, step):
-            raise RuntimeError("operation not permitted when stream is capturing")
+            raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")
 
     runs = []
     cache = GraphCache(FailingBackend(), max_graphs=4)
-    with pytest.warns(RuntimeWarning, match="capture failed") as warned:
-        for key in ["a", "a", "b", "a"]:
-            cache.run(key, lambda key=key: runs.append(key))
-    assert len(warned) == 1 and runs == ["a", "a", "b", "a"]
-    assert (cache.stats.fallbacks, cache.stats.eager_runs, cache.stats.captures) == (2, 2, 0)
-    assert not cache.graphs
+    with pytest.raises(GraphCaptureError) as caught:
+        cache.run("a", lambda: runs.append("a"))
+    message = str(caught.value)
+    assert "'a'" in message and "not permitted when stream is capturing" in message and "\n" not in message
+    assert "--engine eager" in message and isinstance(caught.value, UsageError)  # the CLI prints one line
+    assert runs == ["a"] and not cache.graphs  # the warm-up ran the step; nothing was kept
+
+
+class FakeCuda:
+    """What `CudaGraphBackend` may call on `torch.cuda`, recorded; synchronize and empty_cache refuse."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        calls = self.calls
+
+        class Graph:
+            def capture_begin(self, pool=None, capture_error_mode="global"):
+                calls.append(("capture_begin", pool))
+
+            def capture_end(self):
+                calls.append(("capture_end",))
+
+            def replay(self):
+                calls.append(("replay",))
+
+        class Stream:
+            def __init__(self, device=None):
+                pass
+
+            def wait_stream(self, other):
+                calls.append(("wait_stream",))
+
+        @contextlib.contextmanager
+        def stream(s):
+            calls.append(("stream",))
+            yield
+
+        def refuse(name):
+            def fail(*args, **kwargs):
+                raise AssertionError(f"torch.cuda.{name} called during a capture")
+            return fail
+
+        pools = iter(range(100))
+        for name, value in (("CUDAGraph", Graph), ("Stream", Stream), ("stream", stream),
+                            ("graph_pool_handle", lambda: ("pool", next(pools))),
+                            ("current_stream", lambda device=None: Stream()),
+                            ("synchronize", refuse("synchronize")), ("empty_cache", refuse("empty_cache"))):
+            monkeypatch.setattr(torch.cuda, name, value)
+
+
+def test_capture_neither_synchronizes_nor_empties_the_allocator(monkeypatch):
+    """`torch.cuda.graph` would run synchronize() and empty_cache() at every capture; the backend calls
+    capture_begin(pool=...) / capture_end() on its own stream instead, one pool until a flush."""
+    fake = FakeCuda(monkeypatch)
+    from autogan_fast.graphs import CudaGraphBackend
+
+    cache = GraphCache(CudaGraphBackend(torch.device("cuda")), max_graphs=2)
+    for key in ["a", "b", "a", "c"]:  # "c" flushes: a fresh pool for its capture
+        cache.run(key, lambda: fake.calls.append(("step",)))
+    captures = [c for c in fake.calls if c[0] == "capture_begin"]
+    assert captures == [("capture_begin", ("pool", 0))] * 2 + [("capture_begin", ("pool", 1))]
+    assert fake.calls.count(("capture_end",)) == 3 and fake.calls.count(("replay",)) == 1
+    # each new key: warm-up (the step, on the side stream), then the capture (the step recorded)
+    assert [c[0] for c in fake.calls[:7]] == ["wait_stream", "stream", "step", "wait_stream", "stream",
+                                              "capture_begin", "step"]
+
+
+def test_each_search_cache_has_its_own_backend_and_the_stages_key_space():
+    from autogan_fast.search_loop import AUTO_GRAPH_CACHE_CAP, graph_cache_sizes
+
+    config = preset_config("paper")
+    # D and D+G graphs per architecture; reward: a generator graph per architecture + the feature graph
+    assert [graph_cache_sizes(config, s) for s in range(3)] == [(72, 37), (720, 361), (1440, 721)]
+    slas = dataclasses.replace(config, search_mode="slas")
+    assert graph_cache_sizes(slas, 2) == (AUTO_GRAPH_CACHE_CAP, AUTO_GRAPH_CACHE_CAP)
+    assert graph_cache_sizes(dataclasses.replace(config, graph_cache_size=7), 1) == (7, 7)
 
 
 def test_uncaptured_graph_engine_trains_a_derived_generator_like_the_eager_one(digits, tmp_path, monkeypatch):
@@ -229,9 +311,9 @@ def test_graph_engine_matches_eager_on_gpu(cuda_digits, monkeypatch):
 
 @pytest.mark.gpu
 def test_graph_cache_memory_is_bounded_while_archs_cycle(cuda_digits):
-    """200 distinct architectures through a 16-graph cache: once it is full, evicted graphs return their
-    memory to the shared pool, so the peak after 200 stays within 2x of the peak after the first 40
-    (a leak of one graph's memory per architecture would grow it ~10x)."""
+    """200 distinct architectures through a 16-graph cache: every flush drops all graphs and their pool,
+    so the peak after 200 stays within 2x of the peak after the first 40 (a leak of one graph's memory
+    per architecture would grow it ~10x)."""
     import itertools
     import random
 
@@ -250,7 +332,7 @@ def test_graph_cache_memory_is_bounded_while_archs_cycle(cuda_digits):
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         peaks.append(torch.cuda.memory_reserved())
-    assert cache.stats.evictions > 0 and len(cache.graphs) == 16
+    assert cache.stats.flushes > 0 and 0 < len(cache.graphs) <= 16
     assert peaks[-1] <= 2 * peaks[1], peaks
 
 
@@ -345,3 +427,59 @@ def test_a_replay_invalidates_the_phase_weight_cache():
     assert uc._phase_cache  # eager steps bump versions themselves: nothing to drop
     cache.run("k", lambda: None)  # a replay changes weights behind autograd's back
     assert not uc._phase_cache
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    """A GPU check that may leave CUDA unusable runs in its own interpreter."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.gpu
+def test_a_failed_gpu_capture_is_one_clear_error():
+    """A step that reads the device inside its capture (.item(): not permitted while capturing) fails
+    with GraphCaptureError naming the key and --engine eager; no fallback runs it again."""
+    result = _run_python("""
+        import torch
+        from autogan_fast.graphs import CudaGraphBackend, GraphCache, GraphCaptureError
+        x = torch.zeros(4, device="cuda")
+        def step():
+            x.add_(torch.randn(4, device="cuda"))
+            float(x.sum())  # a host read: fine eagerly, illegal while capturing
+        cache = GraphCache(CudaGraphBackend(torch.device("cuda")), 4)
+        try:
+            cache.run("reads-the-host", step)
+        except GraphCaptureError as err:
+            print("ERROR:", err)
+    """)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("ERROR: CUDA graph capture of step 'reads-the-host' failed") and "--engine eager" in line
+
+
+@pytest.mark.gpu
+def test_flushing_one_cache_leaves_another_caches_graphs_valid():
+    """Two caches (as the search's training and reward caches), GEMMs captured in both; one is flushed
+    many times (destroying its graphs frees its capture stream's cuBLAS workspace on torch >= 2.12).
+    The other's graph still replays the eager result: the caches do not share a stream."""
+    result = _run_python("""
+        import torch
+        from autogan_fast.graphs import CudaGraphBackend, GraphCache
+        torch.backends.cuda.matmul.allow_tf32 = False
+        a, b = torch.randn(512, 512, device="cuda"), torch.randn(512, 512, device="cuda")
+        out = torch.empty(512, 512, device="cuda")
+        kept = GraphCache(CudaGraphBackend(torch.device("cuda")), 4)
+        churned = GraphCache(CudaGraphBackend(torch.device("cuda")), 1)
+        kept.run("gemm", lambda: torch.mm(a, b, out=out))
+        scratch = torch.empty(256, 256, device="cuda")
+        for i in range(20):  # every new key flushes the one-graph cache: its graphs are destroyed
+            c = torch.randn(256, 256, device="cuda")
+            churned.run(i, lambda c=c: torch.mm(c, c, out=scratch))
+        out.zero_()
+        kept.run("gemm", lambda: None)  # a replay of the first cache's graph
+        torch.cuda.synchronize()
+        print("MAXERR", float((out - a @ b).abs().max()), kept.stats.hits, churned.stats.flushes)
+    """)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _, err, hits, flushes = result.stdout.split()[-4:]
+    assert float(err) < 1e-3 and int(hits) == 1 and int(flushes) == 19  # fp32 GEMM, same kernel: ~0

@@ -3,6 +3,8 @@ project's train checkpoints, checked against an independent implementation of th
 
 import dataclasses
 import io
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -159,6 +161,21 @@ def write_numpy_int(path):
     save_as_torch1({**full_checkpoint(authors_generator(ARCH_A)), "epoch": np.int64(320)}, path)
 
 
+class ShellCommand:
+    """Pickles as a call of os.system: what a malicious checkpoint holds (never run here)."""
+
+    def __reduce__(self):
+        return os.system, ("echo this must never run",)
+
+
+def write_malicious_pickle(path):
+    path.write_bytes(pickle.dumps({"avg_gen_state_dict": ShellCommand()}))  # pickle.dump's default protocol
+
+
+def write_malicious_torch_file(path):
+    torch.save({**authors_generator(ARCH_A).state_dict(), "hook": ShellCommand()}, path)
+
+
 @pytest.mark.parametrize("write, arch, expected, reason", [
     (lambda p: torch.save(authors_generator(ARCH_C).state_dict(), p), ARCH_A, "unexpected key 'cell1.n1.weight'",
      "BN entries of a cell whose arch has no norm (a strict load_state_dict would accept them)"),
@@ -179,10 +196,14 @@ def write_numpy_int(path):
      "a full checkpoint whose generator is not a state dict"),
     (write_foreign, ARCH_A, "refusing to load", "a pickle holding an arbitrary class (weights_only)"),
     (write_numpy_int, ARCH_A, "refusing to load", "numpy types beyond float64 are not allowed"),
+    (write_malicious_pickle, ARCH_A, f"it names the global {os.system.__module__}.system",
+     "a plain pickle calling os.system: named, not called corrupt (torch's own error does not name it)"),
+    (write_malicious_torch_file, ARCH_A, f"it names the global {os.system.__module__}.system",
+     "a torch file calling os.system"),
     (lambda p: p.write_bytes(b"not a checkpoint"), ARCH_A, "corrupt checkpoint", "garbage bytes"),
     (lambda p: None, ARCH_A, "no checkpoint at", "a missing file"),
 ], ids=["bn-keys-under-no-norm", "missing-bn", "missing-shortcut", "shape", "post-act", "neither", "search",
-        "bad-avg", "foreign-class", "numpy-int64", "garbage", "missing"])
+        "bad-avg", "foreign-class", "numpy-int64", "malicious-pickle", "malicious-torch-file", "garbage", "missing"])
 def test_refused_files_are_one_line_usage_errors_naming_the_file(write, arch, expected, reason, tmp_path):
     path = tmp_path / "gen.pth"
     write(path)
@@ -191,6 +212,7 @@ def test_refused_files_are_one_line_usage_errors_naming_the_file(write, arch, ex
     message = str(info.value)
     assert expected in message, f"{reason}: {message}"
     assert "\n" not in message and str(path) in message, f"{reason}: {message}"
+    assert "False" not in message, f"{reason}: never torch's advice to load with weights_only=False: {message}"
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -1,12 +1,15 @@
 """End-to-end runs of `python -m autogan_fast.search` on the embedded digits, at toy sizes."""
 
 import json
+import os
+import pickle
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from cli_helpers import run_cli_captured
+from cli_helpers import lock_held_elsewhere, run_cli_captured
 
 from autogan_fast.cli import run_cli
 from autogan_fast.search import main
@@ -40,7 +43,9 @@ def controller_rewards(run_dir):
 
 def test_run_folder_holds_every_file(full_run):
     assert {p.name for p in full_run.iterdir()} == {"config.json", "log.jsonl", "checkpoint.pt", "samples",
-                                                    "result.json"}
+                                                    "result.json", ".lock"}
+    modes = {p.stat().st_mode for p in full_run.rglob("*") if p.is_file()}
+    assert len(modes) == 1  # atomic writes (checkpoint, results, grids) get the umask's mode, as the log does
     assert sorted(p.name for p in (full_run / "samples").iterdir()) == [f"iter_00{i}.png" for i in range(3)]
     config = json.loads((full_run / "config.json").read_text())
     assert config["gf_dim"] == 4 and config["preset"] == "demo" and config["ctrl_lr"] == 3e-3
@@ -159,6 +164,83 @@ def test_resume_refuses_a_checkpoint_of_an_older_version(full_run, tmp_path, cap
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+def stopped_run(tmp_path, capsys, stop_after="0"):
+    out = tmp_path / "run"
+    assert run([*TINY, "--out", str(out), "--stop-after", stop_after], capsys)[0] == 0
+    return out
+
+
+def snapshot(run_dir):
+    """Every file of a run folder with its content and time, but the lock file (each run writes its pid)."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_second_resume_of_a_running_search_is_refused(tmp_path, capsys):
+    out = stopped_run(tmp_path, capsys)
+    with lock_held_elsewhere(out) as running:
+        before = snapshot(out)
+        code, _, stderr = run(["--resume", str(out), "--quiet"], capsys)
+        after = snapshot(out)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"{out} is in use by another run (pid {running.pid} on " in stderr
+    assert after == before  # nothing logged twice, nothing overwritten
+
+
+def test_resume_after_a_kill_mid_write(full_run, tmp_path, capsys):
+    """A kill while logging leaves a cut-off last log line, and a kill while checkpointing leaves the
+    atomic writer's temporary file: the resume drops the one with a one-line warning, removes the
+    other, and goes on as if nothing happened."""
+    out = stopped_run(tmp_path, capsys, stop_after="1")
+    with open(out / "log.jsonl", "a") as log:
+        log.write('{"event": "shared_train", "search_it')
+    stale = out / ".checkpoint.pt.k2j3h4g5.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    code, _, stderr = run(["--resume", str(out), "--quiet"], capsys)
+    assert code == 0, stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and f"{out / 'log.jsonl'} line" in stderr
+    assert "cut off" in stderr and not stale.exists()
+    assert controller_rewards(out) == controller_rewards(full_run)
+
+
+def test_resume_refuses_a_damaged_log_naming_the_line(tmp_path, capsys):
+    out = stopped_run(tmp_path, capsys, stop_after="1")
+    lines = (out / "log.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:10]  # damage in the middle: not what a kill leaves
+    (out / "log.jsonl").write_text("".join(ln + "\n" for ln in lines))
+    before = snapshot(out)
+    code, _, stderr = run(["--resume", str(out), "--quiet"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"{out / 'log.jsonl'} line 3 is not a logged event" in stderr
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
+def test_resume_refuses_a_malicious_checkpoint_naming_its_global(protocol, tmp_path, capsys):
+    """A checkpoint that would run a shell command: refused by name in one line, never 'corrupt', never
+    with torch's advice to load it with weights_only=False (nor its warning about the pickle protocol)."""
+    marker = tmp_path / "executed"
+
+    class ShellCommand:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (tmp_path / "checkpoint.pt").write_bytes(pickle.dumps({"format": ShellCommand()}, protocol=protocol))
+    code, _, stderr = run(["--resume", str(tmp_path)], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"it names the global {os.system.__module__}.system" in stderr
+    assert "corrupt" not in stderr and "False" not in stderr and not marker.exists()
+
+
+def test_resuming_a_finished_search_prints_its_result_and_writes_nothing(full_run, tmp_path, capsys):
+    out = tmp_path / "finished"
+    shutil.copytree(full_run, out)
+    before = snapshot(out)
+    code, stdout, stderr = run(["--resume", str(out), "--json"], capsys)
+    assert code == 0 and len(stderr.strip().splitlines()) == 1 and "is finished" in stderr
+    assert json.loads(stdout) == {**json.loads((full_run / "result.json").read_text()), "run_dir": str(out)}
+    assert snapshot(out) == before
+
+
 def test_text_result_ends_with_the_train_command(tmp_path, capsys):
     code, out, _ = run([*TINY, "--max-search-iter", "1", "--out", str(tmp_path / "r")], capsys)
     assert code == 0
@@ -272,3 +354,42 @@ def test_graph_engine_search_resumes(tmp_path, capsys):
     caches = [e for e in events if e["event"] == "graph_cache"]
     assert len(caches) == 3 and caches[-1]["captures"] > 0
     assert len(json.loads(stdout)["archs"]) >= 1
+
+
+@pytest.fixture()
+def kernels_backend():
+    """The fused-op backend is process-wide: give it back as found."""
+    from autogan_fast.kernels import get_backend, set_backend
+
+    before = get_backend()
+    yield get_backend
+    set_backend(before)
+
+
+def test_kernels_from_the_environment_or_the_flag(tmp_path, capsys, monkeypatch, kernels_backend):
+    """$AUTOGAN_FAST_KERNELS picks the fused ops' backend when --kernels is not given; config.json logs it."""
+    monkeypatch.setenv("AUTOGAN_FAST_KERNELS", "torch")
+    code, _, err = run([*TINY, "--out", tmp_path / "env", "--stop-after", "0"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "env" / "config.json").read_text())["kernels"] == "torch"
+    assert kernels_backend() == "torch"
+    code, _, err = run(["--resume", tmp_path / "env", "--kernels", "auto", "--stop-after", "1"], capsys)
+    assert code == 0, err  # a resumed run may switch back (the maths is the same)
+    assert kernels_backend() == "auto"
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    pytest.param(["--kernels", "cuda"], None, "--kernels (or $AUTOGAN_FAST_KERNELS) must be one of",
+                 id="unknown-flag-value"),
+    pytest.param([], "fast", "got 'fast'", id="unknown-env-value"),
+    pytest.param(["--kernels", "triton"], None, "--kernels triton runs the Triton kernels on CUDA tensors",
+                 id="triton-without-cuda"),
+])
+def test_bad_kernels_choice_is_one_line(tmp_path, capsys, monkeypatch, kernels_backend, argv, env, message):
+    if env is not None:
+        monkeypatch.setenv("AUTOGAN_FAST_KERNELS", env)
+    if "triton" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA present: --kernels triton is valid here")
+    code, _, stderr = run([*TINY, "--out", tmp_path / "r", *argv], capsys)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

@@ -3,6 +3,7 @@ plus the derived generator they are built on."""
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from autogan_reference import AuthorsGenerator, full_checkpoint, randomize, save_as_torch1
-from cli_helpers import run_cli_captured
+from cli_helpers import lock_held_elsewhere, run_cli_captured
 
 from autogan_fast import evaluate, load_generator, train
 from autogan_fast.cli import run_cli
@@ -119,7 +120,9 @@ def test_ema_is_the_moving_average_of_parameters_and_a_copy_of_buffers():
 
 def test_run_folder_holds_every_file(full_run):
     assert {p.name for p in full_run.iterdir()} == {"config.json", "log.jsonl", "checkpoint.pt", "best.pt",
-                                                    "samples", "result.json"}
+                                                    "samples", "result.json", ".lock"}
+    modes = {p.stat().st_mode for p in full_run.rglob("*") if p.is_file()}
+    assert len(modes) == 1  # atomic writes (checkpoints, results, grids) get the umask's mode, as the log does
     assert sorted(p.name for p in (full_run / "samples").iterdir()) == ["iter_000002.png", "iter_000004.png"]
     config = json.loads((full_run / "config.json").read_text())
     assert config["gf_dim"] == 8 and config["preset"] == "demo" and config["bottom_width"] == 2
@@ -149,6 +152,46 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(full_run, tmp_path
     assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(uninterrupted)
     assert resumed["run_dir"] == str(out)
     assert [without_wall_time(e) for e in read_log(out)] == [without_wall_time(e) for e in read_log(full_run)]
+
+
+def snapshot(run_dir):
+    """Every file of a run folder with its content and time, but the lock file (each run writes its pid)."""
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_resuming_a_finished_run_prints_its_result_and_writes_nothing(full_run, tmp_path, capsys):
+    out = tmp_path / "finished"
+    shutil.copytree(full_run, out)
+    before = snapshot(out)
+    code, stdout, stderr = run(train.main, ["--resume", out, "--json"], capsys)
+    assert code == 0 and len(stderr.strip().splitlines()) == 1 and "is finished" in stderr
+    assert json.loads(stdout) == {**json.loads((full_run / "result.json").read_text()), "run_dir": str(out)}
+    assert snapshot(out) == before  # in particular, no second `done` event
+
+
+def test_resume_completes_a_run_killed_before_its_result(full_run, tmp_path, capsys):
+    """Killed after logging `done` but before writing result.json: the resume writes the result, and
+    the log still holds one `done`."""
+    out = tmp_path / "killed"
+    shutil.copytree(full_run, out)
+    (out / "result.json").unlink()
+    code, _, stderr = run(train.main, ["--resume", out, "--quiet"], capsys)
+    assert code == 0, stderr
+    assert [e["event"] for e in read_log(out)] == ["eval", "eval", "done"]
+    assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(
+        json.loads((full_run / "result.json").read_text()))
+
+
+def test_a_second_resume_of_a_running_training_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(train.main, [*TINY, "--out", out, "--stop-after", "1"], capsys)[0] == 0
+    with lock_held_elsewhere(out) as running:
+        before = snapshot(out)
+        code, _, stderr = run(train.main, ["--resume", out, "--quiet"], capsys)
+        after = snapshot(out)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"{out} is in use by another run (pid {running.pid} on " in stderr
+    assert after == before
 
 
 def test_linear_lr_decay_reaches_zero_at_max_iter(tmp_path, capsys):

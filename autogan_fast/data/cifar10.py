@@ -37,13 +37,25 @@ def _numpy_reconstruct() -> Callable[..., Any]:
     return _reconstruct
 
 
+def _latin1_bytes(text: object, encoding: object) -> bytes:
+    """`_codecs.encode` as a protocol-2 pickle written by Python 3 calls it: protocol 2 has no bytes
+    type, so `b"..."` is pickled as `_codecs.encode("...", "latin1")`. Only that call is accepted."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}): only "
+                                     f"str to 'latin1' rebuilds bytes")
+    return text.encode("latin1")
+
+
 # The only globals a pickled uint8 ndarray refers to. The CIFAR-10 files were written by numpy 1.x
 # (`numpy.core...`); a file re-pickled by numpy 2 says `numpy._core...`: both map to the same function.
+# A batch pickled by Python 3 at protocol 2 also rebuilds its bytes (keys, array buffer) with
+# `_codecs.encode`, stood in for by `_latin1_bytes`.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
 }
 
 

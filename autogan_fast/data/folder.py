@@ -10,6 +10,7 @@ its filters Lanczos keeps the most detail with the least aliasing; it is also wh
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ def list_image_files(folder: str | Path) -> list[Path]:
     Sorting the relative POSIX paths makes the order, and so the tensor, the same on every file
     system. Names starting with "." are skipped, files and folders alike: they are editor, VCS and
     macOS metadata (`._photo.jpg` is an AppleDouble resource fork, not a JPEG), never the dataset.
-    Symbolic links to folders are not followed, so a link cycle cannot make the walk endless.
+    Symbolic links to folders are not followed, so a link cycle cannot make the walk endless. An
+    image name on anything but a regular file (or a link to one) is a UsageError naming it.
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -38,7 +40,19 @@ def list_image_files(folder: str | Path) -> list[Path]:
         rel = Path(dirpath).relative_to(root)
         found += [(rel / name).as_posix() for name in filenames
                   if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)]
-    return [root / rel for rel in sorted(found)]
+    files = [root / rel for rel in sorted(found)]
+    for file in files:
+        if not file.is_file():  # opening a FIFO waits for a writer forever; no device or socket is an image
+            raise UsageError(f"{file} is {_file_kind(file)}, not an image file; remove it from the image folder")
+    return files
+
+
+def _file_kind(file: Path) -> str:
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return "a broken link"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
 
 
 def _load_square(file: Path, resolution: int) -> np.ndarray:

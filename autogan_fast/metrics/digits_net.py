@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..safe_load import load_weights_only
 from .feature_net import FeatureNet, check_uint8_images
 
 DIGITS_NET_VERSION = 1  # bump when the architecture or the training recipe changes
@@ -108,8 +109,8 @@ def load_digits_net(device: torch.device | str = "cpu", cache_dir: Path | None =
     with torch.random.fork_rng(devices=[]):  # building the module draws initial weights
         net = DigitsFeatureNet()
     try:
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception:  # missing or damaged cache (torch.load raises many types): train and replace it
+        net.load_state_dict(load_weights_only(path, "digits classifier cache"))
+    except Exception:  # missing or damaged cache (UsageError, or a state dict that does not fit): retrain
         net = train_digits_net()
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -21,12 +21,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from autogan_fast.errors import UsageError
 from autogan_fast.metrics.feature_net import FeatureNet, check_uint8_images
+from autogan_fast.safe_load import load_weights_only
 
 INPUT_SIZE = 299
 # The same weights (TF graph 2015-12-05, converted), published by two libraries; first found wins.
@@ -61,8 +63,11 @@ def resize_bilinear_tf1x(images: torch.Tensor, size: tuple[int, int]) -> torch.T
     out_h, out_w = size
 
     def grid(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # The scale is rounded to float32 before the multiply, as TF does and torch-fidelity copies.
-        scale = torch.tensor(in_size / out_size, dtype=torch.float32, device=images.device)
+        # The scale is rounded to float32 before the multiply, as TF does and torch-fidelity copies. A
+        # Python scalar, not a device tensor: `torch.tensor(..., device=cuda)` is a blocking host copy,
+        # illegal inside the reward's captured graph. The product of two float32 values is exact in
+        # double, so however the scalar is carried the rounded result is the float32 product.
+        scale = float(np.float32(in_size / out_size))
         pos = torch.arange(0, out_size, 1, dtype=images.dtype, device=images.device) * scale
         lo = pos.long()  # truncation == floor: positions are >= 0
         hi = (lo + 1).clamp_max(in_size - 1)
@@ -382,12 +387,8 @@ def load_inception_v3(weights_path: str | os.PathLike[str] | None = None,
             missing or unexpected keys, wrong shapes); the message names the file.
     """
     path = find_inception_weights(weights_path)
-    try:
-        # weights_only: a checkpoint is a pickle, and only tensors and plain containers may come out.
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read Inception-v3 weights file {path}: {first_line}") from None
+    # weights_only: a checkpoint is a pickle, and only tensors and plain containers may come out.
+    raw = load_weights_only(path, "Inception-v3 weights file")
     with torch.device("meta"):  # no random init of 24M parameters only to overwrite them
         net = InceptionV3FeatureNet()
     state = to_module_state_dict(raw, net.state_dict(), path)
