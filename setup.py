@@ -29,7 +29,9 @@ setup(
     package_dir={"autogan_fast.kernels": "kernels"},
     install_requires=install_requires,
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "nvidia-ml-py", "ruff", "tensorboard"],  # tensorboard: its tests
+        # tensorboard and matplotlib: their tests
+        "dev": ["pytest", "pytest-benchmark", "nvidia-ml-py", "ruff", "tensorboard", "matplotlib"],
         "tb": ["tensorboard"],
+        "plot": ["matplotlib"],  # every plot the project draws (the benchmark chart)
     },
 )

@@ -361,90 +361,76 @@ def replace_block(text: str, block: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# The chart
+# The chart (matplotlib: the `plot` extra)
 
-BACKGROUND = (255, 255, 255)
-MET = (44, 160, 44)
-MISSED = (214, 39, 40)
-NO_TARGET = (76, 120, 168)
-ONE_X = (60, 60, 60)
-TARGET_TICK = (0, 0, 0)
-GRID = (225, 225, 225)
-TEXT = (20, 20, 20)
-MUTED = (140, 140, 140)
-WIDTH, LABEL_W, NOTE_W, BAR_H, ROW_H, TITLE_H, AXIS_H, MARGIN = 1100, 340, 240, 14, 20, 28, 22, 12
+MET, MISSED, NO_TARGET = "#2ca02c", "#d62728", "#4c78a8"
+ONE_X, TARGET_TICK, MUTED = "#3c3c3c", "#000000", "#8c8c8c"
+WIDTH_IN, ROW_IN, PANEL_EXTRA_IN, DPI = 11.0, 0.22, 0.9, 100
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()
+def _short(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "~"
 
 
 def chart(results: list):
-    """One panel per results file: a bar per non-eager (row, label, variant), log speed-up vs eager."""
-    from PIL import Image, ImageDraw
+    """One panel per results file: a bar per non-eager (row, label, variant), log speed-up vs eager, the
+    eager-relative targets as black ticks; returns the matplotlib Figure."""
+    import matplotlib
 
-    panels = [(r, [e for e in r.entries if e.variant != "eager"]) for r in results]
-    height = sum(TITLE_H + max(1, len(es)) * ROW_H + AXIS_H + MARGIN for _, es in panels) + MARGIN
-    img = Image.new("RGB", (WIDTH, height), BACKGROUND)
-    draw = ImageDraw.Draw(img)
-    font, title_font = _font(11), _font(13)
-    x0, x1 = LABEL_W, WIDTH - NOTE_W
-    y = MARGIN
-    for res, es in panels:
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    # measured entries only (the table lists the skipped ones with their reasons)
+    panels = [(r, [e for e in r.entries if e.variant != "eager" and e.skipped is None]) for r in results]
+    heights = [max(1, len(es)) * ROW_IN + PANEL_EXTRA_IN for _, es in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(WIDTH_IN, sum(heights)), dpi=DPI, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, (res, es) in zip(axes[:, 0], panels, strict=True):
         values = [v for e in es for v in [e.speedups.get("eager"), *(t.min_speedup for t in e.targets)] if v]
-        lo = min([0.5, *values]) / 1.25
-        hi = max([10.0, *values]) * 1.25
-
-        def xpos(v, lo=lo, hi=hi):
-            return x0 + (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo)) * (x1 - x0)
-
-        draw.text((MARGIN, y + 4), f"Speed-up vs eager (log scale): {res.gpu}, {res.datetime[:10]}", fill=TEXT,
-                  font=title_font)
-        legend = ((MET, "target met"), (MISSED, "missed"), (NO_TARGET, "no target"))
-        lx = WIDTH - MARGIN - 40 - sum(24 + draw.textlength(text, font=font) for _, text in legend)
-        for color, text in legend:
-            draw.rectangle([lx, y + 6, lx + 10, y + 16], fill=color)
-            draw.text((lx + 14, y + 5), text, fill=TEXT, font=font)
-            lx += 24 + draw.textlength(text, font=font)
-        draw.line([(lx, y + 3), (lx, y + 19)], fill=TARGET_TICK, width=3)
-        draw.text((lx + 6, y + 5), "target", fill=TEXT, font=font)
-        top = y + TITLE_H
-        bottom = top + max(1, len(es)) * ROW_H
-        ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if lo <= t <= hi]
-        for t in ticks:
-            draw.line([(xpos(t), top), (xpos(t), bottom)], fill=GRID)
-            draw.text((xpos(t) - 8, bottom + 4), f"{t:g}x", fill=TEXT, font=font)
+        ax.set_xscale("log")
+        ax.set_xlim(min([0.5, *values]) / 1.25, max([10.0, *values]) * 6)  # room for the notes on the right
+        ax.set_ylim(len(es) - 0.5, -0.5)
+        ax.set_yticks(range(len(es)), [_short(f"{e.row} {e.label}") + f" {e.variant}" for e in es], fontsize=7)
+        ax.axvline(1.0, color=ONE_X, linewidth=1.5)
+        ax.grid(axis="x", color="#e1e1e1", linewidth=0.8)
+        ax.set_axisbelow(True)
         for k, e in enumerate(es):
-            cy = top + k * ROW_H + ROW_H // 2
-            name = f"{e.row} {e.label} {e.variant}"
-            while draw.textlength(name, font=font) > LABEL_W - 2 * MARGIN and len(name) > 4:
-                name = name[:-2] + "~"
-            draw.text((MARGIN, cy - 6), name, fill=TEXT, font=font)
             s = e.speedups.get("eager")
             if e.skipped is not None or s is None:
-                why = "skipped" if e.skipped is not None else "not measured"
-                draw.text((xpos(1) + 6, cy - 6), why, fill=MUTED, font=font)
+                ax.text(1.05, k, "skipped" if e.skipped is not None else "not measured", va="center",
+                        fontsize=7, color=MUTED)
                 continue
             color = {"met": MET, "missed": MISSED}.get(e.status, NO_TARGET)
-            a, b = sorted((xpos(1), xpos(s)))
-            draw.rectangle([a, cy - BAR_H // 2, max(b, a + 1), cy + BAR_H // 2], fill=color)
-            value_x = max(b, xpos(1)) + 4
-            draw.text((value_x, cy - 6), _fmt_x(s), fill=TEXT, font=font)
-            ticks_x = [xpos(t.min_speedup) for t in e.targets if t.vs == "eager"]
-            for tx in ticks_x:
-                draw.line([(tx, cy - BAR_H // 2 - 3), (tx, cy + BAR_H // 2 + 3)], fill=TARGET_TICK, width=3)
+            ax.barh(k, s - 1.0, left=1.0, height=0.7, color=color)
+            label = _fmt_x(s)
             if e.status == "missed":
-                note = "missed: " + "; ".join(text for text, ok in e.checks if ok is False)
-                note_x = max(value_x + draw.textlength(_fmt_x(s), font=font) + 8, *(tx + 6 for tx in ticks_x))
-                draw.text((note_x, cy - 6), note, fill=MISSED, font=font)
-        draw.line([(xpos(1), top), (xpos(1), bottom)], fill=ONE_X, width=2)
-        y = bottom + AXIS_H + MARGIN
-    return img
+                label += "   missed: " + "; ".join(text for text, ok in e.checks if ok is False)
+            ax.text(max(s, 1.0) * 1.04, k, label, va="center", fontsize=7,
+                    color=MISSED if e.status == "missed" else "#141414")
+            for t in e.targets:
+                if t.vs == "eager":
+                    ax.plot([t.min_speedup] * 2, [k - 0.45, k + 0.45], color=TARGET_TICK, linewidth=2.5)
+        ax.set_title(f"Speed-up vs eager (log scale): {res.gpu}, {res.datetime[:10]}", fontsize=10, loc="left")
+        ax.legend(handles=[Patch(color=MET, label="target met"), Patch(color=MISSED, label="missed"),
+                           Patch(color=NO_TARGET, label="no target"),
+                           Patch(color=TARGET_TICK, label="target (eager-relative)")],
+                  fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def save_chart(results: list, png: Path) -> None:
+    """Write the chart to `png`; RuntimeError (one line) when matplotlib is missing."""
+    try:
+        fig = chart(results)
+    except ImportError:
+        raise RuntimeError("the chart needs matplotlib: pip install 'autogan-fast[plot]'") from None
+    import matplotlib.pyplot as plt
+
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, facecolor="white")
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -491,8 +477,11 @@ def main(argv=None) -> int:
         os.replace(tmp, args.readme)
     print(f"report: {args.readme}: {len(results)} results files, {rows} entries", file=sys.stderr)
     if results:
-        args.png.parent.mkdir(parents=True, exist_ok=True)
-        chart(results).save(args.png)
+        try:
+            save_chart(results, args.png)
+        except RuntimeError as e:
+            print(f"report: {e}", file=sys.stderr)
+            return 2
         print(f"report: wrote {args.png}", file=sys.stderr)
     return 0
 
