@@ -8,7 +8,7 @@ from setuptools import setup
 install_requires = [
     "torch>=2.4",
     "numpy",
-    "scipy",
+    "scipy>=1.15",  # stats.bootstrap(rng=...)
     "pillow",
     "tqdm",
     "scikit-learn",  # ships the embedded default data (handwritten digits)

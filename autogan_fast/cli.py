@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .config import default_feature_net, field_docs, flag
+from .config import config_from_dict, default_feature_net, field_docs, flag
 from .data import DeviceImageData, load_images
 from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
 from .kernels import BACKEND_ENV, set_backend, triton_available
 from .metrics import FeatureNet, load_feature_net
-from .run_dir import CONFIG, create_run_dir, write_json
+from .run_dir import CHECKPOINT, CONFIG, LOG, create_run_dir, write_json
 
 C = typing.TypeVar("C")
 
@@ -100,13 +101,66 @@ def resume_dir(args: argparse.Namespace) -> Path | None:
 
 
 def apply_resume_overrides(run_dir: Path, config: C, overrides: dict[str, object],
-                           resumable: tuple[str, ...]) -> C:
-    """A run's saved config with the command line's `overrides`, which may only name `resumable` settings."""
+                           resumable: tuple[str, ...], source: Path | None = None) -> C:
+    """A run's saved config (read from `source`) with the command line's `overrides`, which may only name
+    `resumable` settings. Settings refused by this version's checks are named as the saved ones when the
+    saved config alone is refused too (else the overrides are at fault)."""
     fixed = sorted(set(overrides) - set(resumable))
     if fixed:
         raise UsageError(f"--{flag(fixed[0])} cannot change when resuming {run_dir} (only "
                          f"{', '.join('--' + flag(n) for n in resumable)} can)")
-    return dataclasses.replace(config, **overrides).validate()
+    try:
+        return dataclasses.replace(config, **overrides).validate()
+    except UsageError as err:
+        try:
+            config.validate()
+        except UsageError:
+            raise UsageError(f"cannot resume {run_dir}: the settings saved in {source or run_dir} are refused: "
+                             f"{err}") from None
+        raise
+
+
+def unstarted_run(run_dir: Path) -> dict | None:
+    """What config.json holds in a run folder without a checkpoint (a run killed or crashed before its
+    first one), or None when the folder has a checkpoint or no config.json (then `load_checkpoint`
+    says what is there or missing). Such a run resumes as a fresh start with its saved settings."""
+    path = run_dir / CONFIG
+    if (run_dir / CHECKPOINT).exists() or not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+        raise UsageError(f"cannot resume {run_dir}: it holds no checkpoint, and its {CONFIG} is not readable "
+                         f"({getattr(err, 'msg', None) or err})") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"cannot resume {run_dir}: it holds no checkpoint, and its {CONFIG} holds no settings")
+    return settings
+
+
+def unstarted_config(run_dir: Path, settings: dict, config_cls: type[C], overrides: dict[str, object],
+                     resumable: tuple[str, ...], extra: tuple[str, ...]) -> C:
+    """The config of an `unstarted_run` (its config.json's `settings`, less the `extra` entries that are no
+    settings) with the command line's `overrides`, which may only name `resumable` settings."""
+    try:
+        saved = config_from_dict({k: v for k, v in settings.items() if k not in extra}, config_cls)
+    except UsageError as err:
+        raise UsageError(f"cannot resume {run_dir} from its {CONFIG}: {err}") from None
+    return apply_resume_overrides(run_dir, saved, overrides, resumable, run_dir / CONFIG)
+
+
+def restart_run_folder(run_dir: Path, settings: dict, world: World = SINGLE) -> None:
+    """Start the run in `run_dir` (an `unstarted_run`, locked by the caller) afresh: config.json rewritten
+    with `settings` (a resumed run's overrides included), the log of the unfinished start dropped. Rank 0
+    alone; its refusal stops every rank."""
+    def restart() -> None:
+        if (run_dir / CHECKPOINT).exists():  # the run that held the folder's lock until now wrote one
+            raise UsageError(f"{run_dir} has a checkpoint now (another run wrote it); --resume {run_dir} again "
+                             f"to continue from it")
+        write_json(run_dir / CONFIG, settings)
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / LOG).unlink()
+
+    world.on_main(restart)
 
 
 @contextlib.contextmanager
@@ -123,13 +177,9 @@ def torchrun_world(device_name: str) -> Iterator[World]:
 
 def create_run_folder(out: str | None, settings: dict, world: World = SINGLE) -> Path:
     """A new run folder (`create_run_dir`) holding config.json (`settings`), made by rank 0 alone; its
-    refusal (an `--out` that holds a run) stops every rank with the same message."""
-    def create() -> Path:
-        run_dir = create_run_dir(out)
-        write_json(run_dir / CONFIG, settings)
-        return run_dir
-
-    return world.on_main(create)
+    refusal (an `--out` that holds a run, a folder that cannot be written) stops every rank with the
+    same message."""
+    return world.on_main(lambda: create_run_dir(out, settings))
 
 
 def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
@@ -151,7 +201,8 @@ def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
 
 
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Run a command line's main: bad input becomes one line on stderr and exit status 2."""
+    """Run a command line's main: bad input becomes one line on stderr and exit status 2 (a diverged run:
+    exit status 3, `DivergedError`)."""
     spec = main.__globals__.get("__spec__")  # names the module also when it runs as `python -m`
     prog = spec.name if spec is not None else main.__module__
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: say which rank failed, and tell
@@ -161,7 +212,10 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         main = record(main)
     try:
         code = main(argv)
-    except UsageError as err:
+    except UsageError as err:  # bad input (2), a run that diverged (3, DivergedError)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        code = err.exit_status
+    except OSError as err:  # the file system refused (a read-only or full disk): one line, as bad input
         print(f"{prog}: error: {err}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@ Field names are AutoGAN's own (`search.py` flags), so `--max-search-iter` sets `
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +58,7 @@ class SearchConfig(InputSettings):
     gf_dim: int = 128  # generator channels
     df_dim: int = 64  # discriminator channels
     latent_dim: int = 128  # noise dimension
-    bottom_width: int = 4  # spatial size after the first linear layer (4 -> 8 -> 16 -> 32)
+    bottom_width: int = 4  # spatial size after the first linear layer (4 -> 8 -> 16 -> 32; at least 2)
     n_critic: int = 5  # discriminator steps per generator step
     g_lr: float = 2e-4  # generator Adam learning rate
     d_lr: float = 2e-4  # discriminator Adam learning rate
@@ -65,14 +68,14 @@ class SearchConfig(InputSettings):
     ctrl_lr: float = 3.5e-4  # controller Adam learning rate (betas 0, 0.9)
     hid_size: int = 100  # controller LSTM hidden size
     entropy_coeff: float = 1e-3  # entropy bonus added to the reward
-    baseline_decay: float = 0.9  # moving-average decay of the REINFORCE baseline
+    baseline_decay: float = 0.9  # moving-average decay of the REINFORCE baseline (in [0, 1])
     # --- dynamic reset
     dynamic_reset_threshold: float = 1e-3  # loss-variance level that ends an iteration's GAN training
     dynamic_reset_window: int = 500  # G and D losses kept for the variance check
     # --- run
     eval_batch_size: int = 250  # images generated per batch when scoring
     num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
-    seed: int = 12345  # seed of every random stream
+    seed: int = 12345  # seed of every random stream (0 to 2**63 - 1)
     device: str = "auto"  # auto, cpu or cuda
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
     graph_cache_size: int | None = None  # graphs kept per cache; None = the stage's key space (at most 2048)
@@ -80,11 +83,15 @@ class SearchConfig(InputSettings):
 
     def validate(self) -> SearchConfig:
         """Raise UsageError naming the first bad setting."""
+        check_finite(self)
         positive = ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
                     "topk", "rl_num_eval_img", "is_splits", "gen_bs", "dis_bs", "gf_dim", "df_dim",
                     "latent_dim", "bottom_width", "n_critic", "hid_size", "dynamic_reset_window",
                     "eval_batch_size", "num_grid_images")
         check_positive(self, (*positive, "g_lr", "d_lr", "ctrl_lr"))
+        check_gan_settings(self)
+        if not 0.0 <= self.baseline_decay <= 1.0:  # a moving average's decay; past 1 the baseline explodes
+            raise UsageError(f"--baseline-decay must be in [0, 1], got {self.baseline_decay}")
         if self.graph_cache_size is not None:
             check_positive(self, ("graph_cache_size",))
         if self.search_mode not in SEARCH_MODES:
@@ -99,6 +106,11 @@ class SearchConfig(InputSettings):
         if self.search_mode == "mlas" and not 0 < self.grow_step1 < self.grow_step2:
             raise UsageError(f"grow steps must satisfy 0 < --grow-step1 < --grow-step2, got "
                              f"{self.grow_step1} and {self.grow_step2}")
+        if self.search_mode == "mlas" and self.grow_step2 >= self.max_search_iter:
+            # the last cell is searched from iteration grow_step2 on: a search that stops before has no
+            # complete (14-integer) architecture to report or train
+            raise UsageError(f"--grow-step2 ({self.grow_step2}) must be below --max-search-iter "
+                             f"({self.max_search_iter}): the third cell is searched from iteration --grow-step2 on")
         if self.rl_num_eval_img < self.is_splits:
             raise UsageError(f"--rl-num-eval-img ({self.rl_num_eval_img}) must be at least --is-splits "
                              f"({self.is_splits})")
@@ -128,7 +140,7 @@ class TrainConfig(InputSettings):
     gf_dim: int = 256  # generator channels
     df_dim: int = 128  # discriminator channels
     latent_dim: int = 128  # noise dimension
-    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px)
+    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px; at least 2)
     n_critic: int = 5  # discriminator steps per generator iteration
     g_lr: float = 2e-4  # generator Adam learning rate
     d_lr: float = 2e-4  # discriminator Adam learning rate
@@ -139,18 +151,19 @@ class TrainConfig(InputSettings):
     # --- run
     eval_batch_size: int = 250  # images generated per batch when scoring
     num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
-    seed: int = 12345  # seed of every random stream (scoring noise included)
+    seed: int = 12345  # seed of every random stream, scoring noise included (0 to 2**63 - 1)
     device: str = "auto"  # auto, cpu or cuda
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
 
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first bad setting."""
+        check_finite(self)
         check_positive(self, ("max_iter", "val_freq", "num_eval_imgs", "is_splits", "gen_bs", "dis_bs",
                               "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic", "g_lr", "d_lr",
                               "eval_batch_size", "num_grid_images"))
-        for name in ("beta1", "beta2", "ema"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        check_gan_settings(self)
+        if not 0.0 <= self.ema < 1.0:
+            raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
         check_engine(self.engine)
         check_shared_settings(self)
         if self.num_eval_imgs < max(self.is_splits, 2):
@@ -174,9 +187,35 @@ def check_positive(config: object, names: tuple[str, ...]) -> None:
             raise UsageError(f"--{flag(name)} must be positive, got {value}")
 
 
+def check_finite(config: object) -> None:
+    """UsageError naming the first float setting that is inf or NaN: `inf` passes "must be positive" and
+    NaN fails every comparison, so either would reach the run (a NaN network, a reset that never fires)."""
+    for name, kind in typing.get_type_hints(type(config)).items():
+        value = getattr(config, name, None)
+        if kind is float and isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{flag(name)} must be a finite number, got {value}")
+
+
+def check_gan_settings(config: Any) -> None:
+    """Check the GAN settings search and train share: Adam's betas and the bottom width."""
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(config, name) < 1.0:  # torch.optim.Adam refuses others (mid-run, if not here)
+            raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(config, name)}")
+    if config.bottom_width < 2:  # instance norm, a cell's norm choice, needs more than one pixel to normalize
+        raise UsageError(f"--bottom-width must be at least 2 (instance norm needs more than one pixel), got "
+                         f"{config.bottom_width}")
+
+
+MAX_SEED = 2**63 - 1  # the largest seed torch's (CPU and CUDA) and NumPy's generators all take
+
+
 def check_shared_settings(config: Any) -> None:
-    """Check the settings every command shares (--kernels, --feature-net, --device) of any config holding them."""
+    """Check the settings every command shares (--kernels, --feature-net, --device, --seed) of any config
+    holding them."""
     feature_net, device = config.feature_net, config.device
+    seed = getattr(config, "seed", 0)
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), got {seed}")
     if config.kernels not in KERNEL_BACKENDS:
         raise UsageError(f"--kernels (or $AUTOGAN_FAST_KERNELS) must be one of {', '.join(KERNEL_BACKENDS)}, got "
                          f"{config.kernels!r}")
@@ -220,17 +259,36 @@ def preset_config(preset: str, **overrides: object) -> SearchConfig:
     return SearchConfig(**values)
 
 
-def config_from_dict(data: dict, cls: type = SearchConfig):
-    """Rebuild a config (of dataclass `cls`) saved with `dataclasses.asdict`, refusing unknown keys."""
+def config_from_dict(data: object, cls: type = SearchConfig):
+    """Rebuild a config (of dataclass `cls`) saved with `dataclasses.asdict`, refusing unknown keys and
+    values of the wrong type (a damaged or hand-edited file) in one line; `validate` checks the values."""
+    if not isinstance(data, dict):
+        raise UsageError(f"saved config is a {type(data).__name__}, not a mapping of settings")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
-        raise UsageError(f"saved config has unknown settings: {', '.join(unknown)}")
-    return cls(**data)
+        raise UsageError(f"saved config has unknown settings: {', '.join(map(str, unknown))}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _typed(name, value, hints[name]) for name, value in data.items()})
 
 
-__all__ = ["PRESETS", "InputSettings", "SearchConfig", "TrainConfig", "check_positive", "check_shared_settings",
-           "config_from_dict", "default_feature_net", "field_docs", "flag", "preset_config"]
+def _typed(name: str, value: object, kind: object) -> object:
+    """A saved setting `value` as type `kind` (int, float, str, bool, or one of them | None): an int is a
+    valid float; anything else of another type is a UsageError naming the setting."""
+    if isinstance(kind, types.UnionType) and value is None and type(None) in typing.get_args(kind):
+        return None
+    if isinstance(kind, types.UnionType):
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise UsageError(f"saved config: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+__all__ = ["MAX_SEED", "PRESETS", "InputSettings", "SearchConfig", "TrainConfig", "check_finite", "check_gan_settings",
+           "check_positive", "check_shared_settings", "config_from_dict", "default_feature_net", "field_docs", "flag",
+           "preset_config"]
 
 
 def field_docs(cls: type) -> dict[str, str]:

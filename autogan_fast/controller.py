@@ -36,6 +36,7 @@ class Samples:
     entropy: torch.Tensor  # (B,) sum of the decoders' entropies (differentiable)
     hx: torch.Tensor  # (B, hid) final hidden state (a beam for the next stage)
     cx: torch.Tensor  # (B, hid)
+    finite: torch.Tensor  # () bool on the device: every decision's logits were finite (else the archs are void)
 
 
 class Controller(nn.Module):
@@ -68,10 +69,17 @@ class Controller(nn.Module):
             hidden = (beams.hx[pick].to(device), beams.cx[pick].to(device))
             prefix = beams.archs[pick].to(device)
         actions, log_probs, entropies = [], [], []
+        finite = torch.ones((), dtype=torch.bool, device=device)
         for step, decoder in enumerate(self.decoders):
             hidden = self.lstm(x, hidden)
             logits = decoder(hidden[0])
-            log_p = F.log_softmax(logits, dim=-1)
+            # A diverged controller (a huge --ctrl-lr) has logits that are not finite, and multinomial refuses
+            # such probabilities (on CUDA with a device-side assert that ends the process). Rows like that
+            # sample from zeros (uniformly) instead and `finite` reports them, read with the archs; finite
+            # rows are untouched, so sampling is bit for bit what it was.
+            row_finite = torch.isfinite(logits).all(-1, keepdim=True)
+            finite = finite & row_finite.all()
+            log_p = F.log_softmax(torch.where(row_finite, logits, 0.0), dim=-1)
             entropies.append(-(log_p.exp() * log_p).sum(-1))
             action = logits.argmax(-1) if greedy else torch.multinomial(log_p.exp(), 1).squeeze(1)
             actions.append(action)
@@ -79,7 +87,7 @@ class Controller(nn.Module):
             x = self.encoder(action + self.offsets[step])
         archs = torch.cat([prefix, torch.stack(actions, 1)], 1)
         return Samples(archs, torch.stack(log_probs, 1).sum(1), torch.stack(entropies, 1).sum(1),
-                       hidden[0].detach(), hidden[1].detach())
+                       hidden[0].detach(), hidden[1].detach(), finite)
 
 
 class ReinforceBaseline:

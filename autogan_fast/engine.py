@@ -143,11 +143,15 @@ class LossWindow:
 
 
 def loss_variance_low(g_window: LossWindow, d_window: LossWindow, threshold: float) -> torch.Tensor:
-    """On the device: either window's loss variance below the threshold (AutoGAN's reset condition).
+    """On the device: either window's loss variance below the threshold (AutoGAN's reset condition), or
+    not finite.
 
-    Population variances (divide by the window size), as AutoGAN's `RunningStats.get_var`."""
+    Population variances (divide by the window size), as AutoGAN's `RunningStats.get_var`. A window that
+    holds a NaN or infinite loss compares false with any threshold, so it would never reset: it counts
+    as due instead, which ends a diverged phase at its next check, and the caller, reading the phase's
+    loss means, stops the run (a reset would only hide the divergence)."""
     variances = torch.stack([g_window.values.var(unbiased=False), d_window.values.var(unbiased=False)])
-    return (variances < threshold).any()
+    return ((variances < threshold) | ~torch.isfinite(variances)).any()
 
 
 def dynamic_reset_due(g_window: LossWindow, d_window: LossWindow, threshold: float) -> bool:

@@ -20,7 +20,7 @@ same code runs through the cache.
 
 Host reads. `score` reads the device once: `InceptionStats.inception_score()` at its end. "Between
 its two reads" (the previous reward's final read and this one's) nothing reads a device value:
-`accumulate` (everything but the read) runs under `sync_guard.NoHostSync` in tests/test_reward.py,
+`accumulate` (everything but the read) runs under `NoHostSync` (tests/sync_guard.py) in tests/test_reward.py,
 and under `torch.cuda.set_sync_debug_mode("error")` in the GPU test.
 
 Random stream. The eager reward (`engine.inception_score`) draws `torch.randn(batch_size, latent)`

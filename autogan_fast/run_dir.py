@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import socket
@@ -41,23 +42,45 @@ def _umask() -> int:
 
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then `os.replace`: never a half-written file.
-    The file gets the permissions of one made by `open` (0666 less the umask), not mkstemp's 0600."""
+    The file gets the permissions of one made by `open` (0666 less the umask), not mkstemp's 0600.
+
+    A write the file system refuses (a full disk, a read-only folder) is a UsageError saying so and
+    that the file it was to replace, if any, is intact; the temporary file is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+            raise UsageError(f"cannot write {path}: {err.strerror or err}; {kept}") from err
         raise
 
 
+def strict_json(value: object) -> object:
+    """`value` with every float that is not finite (NaN, inf) as None: JSON has no such numbers (json.dumps
+    would write bare NaN tokens, which strict readers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def write_json(path: Path, data: object) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
+    atomic_write(path, lambda f: f.write((text + "\n").encode()))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -71,6 +94,33 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(state, dict) or "format" not in state:
         raise UsageError(f"corrupt checkpoint {path}: not a checkpoint of this program")
     return state
+
+
+def check_entries(state: dict, path: Path, entries: dict[str, type | tuple[type, ...]]) -> None:
+    """UsageError ("corrupt checkpoint P: ...") unless checkpoint `state` holds each of `entries` with its type
+    (`type(None)` in a tuple: may be None): a file torch loads can still lack what a resume needs."""
+    for name, kind in entries.items():
+        if name not in state:
+            raise UsageError(f"corrupt checkpoint {path}: it has no {name!r} entry")
+        if not isinstance(state[name], kind) or (kind is int and isinstance(state[name], bool)):
+            raise UsageError(f"corrupt checkpoint {path}: its {name!r} entry is a {type(state[name]).__name__}")
+
+
+@contextlib.contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Turn what restoring a run from checkpoint `path` raises on contents that do not fit (a missing entry,
+    a tensor of another shape, a random state of another kind) into a one-line UsageError naming the file.
+    Out-of-memory is not the file's fault and passes through."""
+    try:
+        yield
+    except (UsageError, torch.OutOfMemoryError):
+        raise
+    except KeyError as err:
+        raise UsageError(f"corrupt checkpoint {path}: it has no {err.args[0]!r} entry where one is needed") from err
+    except (IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        reason = " ".join(lines[:2]) + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+        raise UsageError(f"corrupt checkpoint {path}: {reason}") from err
 
 
 def rng_state(device: torch.device | None = None) -> dict:
@@ -109,16 +159,34 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
             number += 1
 
 
-def create_run_dir(out: str | None) -> Path:
-    """`--out DIR` must not hold a run already (that needs --resume); None = a new numbered folder."""
-    if out is None:
-        return new_run_dir()
-    path = Path(out)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+def create_run_dir(out: str | None, settings: dict) -> Path:
+    """A new run folder holding config.json (`settings`). `--out DIR` must not hold a run already (that
+    needs --resume); None = a new numbered folder under runs/.
+
+    A folder the file system refuses (read-only, under a file, a full disk) is a UsageError, and the
+    folders made here are removed again: nothing is left half-made."""
+    path = Path("runs") if out is None else Path(out)
+    if out is not None and path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file, not a folder; choose another folder")
+    if out is not None and path.exists() and any(path.iterdir()):
         raise UsageError(f"--out {path} already exists and is not empty; use --resume {path} to continue "
                          f"that run, or choose another folder")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]  # deepest first
+    try:
+        run_dir = new_run_dir(path) if out is None else path
+        if out is None:
+            made.insert(0, run_dir)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG, settings)
+    except (OSError, UsageError) as err:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"cannot create run folder {path}: {err.strerror or err}") from None
+    return run_dir
 
 
 class RunLock:
@@ -219,11 +287,16 @@ class JsonlLog:
         self.enabled = enabled  # False: writes nothing (the ranks of a torchrun job other than 0)
 
     def write(self, event: str, count: int, /, **fields: object) -> None:
+        """Append one event; a float that is not finite is logged as null (strict JSON, see `strict_json`).
+        An append the file system refuses is a UsageError (a line it cut off is dropped on resume)."""
         if not self.enabled:
             return
-        line = json.dumps({"event": event, self.counter: count, **fields})
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+        line = json.dumps(strict_json({"event": event, self.counter: count, **fields}), allow_nan=False)
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as err:
+            raise UsageError(f"cannot append to {self.path}: {err.strerror or err}") from err
 
     def truncate_from(self, step: int) -> None:
         """Drop events whose counter is >= step (work after the last checkpoint, redone on resume) and

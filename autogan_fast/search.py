@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from .cli import (
     ArgumentParser,
     add_config_flags,
@@ -21,15 +23,27 @@ from .cli import (
     create_run_folder,
     explicit_values,
     open_inputs,
+    restart_run_folder,
     resume_dir,
     run_cli,
     torchrun_world,
+    unstarted_config,
+    unstarted_run,
 )
 from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
 from .distributed import World
 from .errors import UsageError
 from .graph_engine import resolve_engine
-from .run_dir import CHECKPOINT, LOG, JsonlLog, finished_result, load_checkpoint, locked_run_dir
+from .run_dir import (
+    CHECKPOINT,
+    LOG,
+    JsonlLog,
+    check_entries,
+    finished_result,
+    load_checkpoint,
+    locked_run_dir,
+    restoring,
+)
 from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 from .tensorboard import check_tensorboard, scalar_logger
@@ -48,8 +62,43 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+# The entries of a search checkpoint and their types, checked before a resume uses any.
+CHECKPOINT_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "search_iter": int, "stage": int, "gan": dict, "controller": dict, "ctrl_opt": dict,
+    "g_window": dict, "d_window": dict, "fixed_z": torch.Tensor, "beams": (dict, type(None)), "best": dict,
+    "wall_seconds": (int, float), "rng": dict,
+}
+
+
+def resumed_checkpoint(run_dir: Path) -> dict:
+    """The checkpoint in `run_dir`, refused in one line unless it is one of this version's search whose
+    entries a resume needs are there, with their types."""
+    path = run_dir / CHECKPOINT
+    saved = load_checkpoint(path)
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path} is not a checkpoint of this version's search "
+                         f"(format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    check_entries(saved, path, CHECKPOINT_ENTRIES)
+    if saved["search_iter"] < 0 or saved["stage"] not in (0, 1, 2):
+        raise UsageError(f"corrupt checkpoint {path}: search iteration {saved['search_iter']} at stage "
+                         f"{saved['stage']}")
+    grown = saved["config"].get("search_mode") == "mlas" and saved["stage"] > 0  # then it has its beams
+    if (saved["beams"] is not None) != grown:
+        raise UsageError(f"corrupt checkpoint {path}: {'no' if grown else 'unexpected'} beams at stage "
+                         f"{saved['stage']}")
+    best = saved["best"].get("inception_score", "missing")
+    if not (best is None or isinstance(best, float)):
+        raise UsageError(f"corrupt checkpoint {path}: its stage-best Inception Score is {best!r}")
+    return saved
+
+
 def resumed_config(run_dir: Path, state: dict, overrides: dict[str, object]) -> SearchConfig:
-    return apply_resume_overrides(run_dir, config_from_dict(state["config"]), overrides, RESUMABLE_OVERRIDES)
+    path = run_dir / CHECKPOINT
+    try:
+        config = config_from_dict(state["config"])
+    except UsageError as err:
+        raise UsageError(f"corrupt checkpoint {path}: {err}") from None
+    return apply_resume_overrides(run_dir, config, overrides, RESUMABLE_OVERRIDES, path)
 
 
 def train_command(config: SearchConfig, run_dir: Path) -> str:
@@ -72,30 +121,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, SearchConfig)
     run_dir = resume_dir(args)
-    if run_dir is not None:
-        saved = load_checkpoint(run_dir / CHECKPOINT)
-        if saved.get("format") != CHECKPOINT_FORMAT:
-            raise UsageError(f"{run_dir / CHECKPOINT} is not a checkpoint of this version's search "
-                             f"(format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-        config = resumed_config(run_dir, saved, overrides)
-    else:
+    preset = args.preset
+    saved = None
+    if run_dir is None:
         config = preset_config(args.preset, **overrides).validate()
-        saved = None
+    elif (unstarted := unstarted_run(run_dir)) is not None:  # stopped before its first checkpoint: start afresh
+        config = unstarted_config(run_dir, unstarted, SearchConfig, overrides, RESUMABLE_OVERRIDES, ("preset",))
+        preset = unstarted.get("preset", preset)
+    else:
+        saved = resumed_checkpoint(run_dir)
+        config = resumed_config(run_dir, saved, overrides)
     if args.stop_after is not None and args.stop_after < 0:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
     with torchrun_world(config.device) as world:
-        if saved is None and world.distributed and "ctrl_sample_batch" not in overrides:
+        if run_dir is None and world.distributed and "ctrl_sample_batch" not in overrides:
             config = dataclasses.replace(config, ctrl_sample_batch=world.size)  # one reward per rank
-        return run_command(args, config, saved, run_dir, world)
+        return run_command(args, config, saved, run_dir, world, preset)
 
 
-def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | None, world: World) -> int:
+def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | None, world: World,
+                preset: str = "demo") -> int:
     """`main` once the settings are known, in its torchrun world (a single process without torchrun).
 
-    The run folder is locked from the moment it is known to the end (`locked_run_dir`): a resumed one
-    before anything else, a new one as soon as it is made. Resuming a finished run prints its result
-    and writes nothing.
+    `saved` is the checkpoint to resume, None for a new run (`run_dir` None) or for a resumed run folder
+    that holds none yet (started afresh in `run_dir`, with its saved settings). The run folder is locked
+    from the moment it is known to the end (`locked_run_dir`): a resumed one before anything else, a new
+    one as soon as it is made. Resuming a finished run prints its result and writes nothing.
     """
     # Everything that can fail on bad input runs before the run folder is written (a resumed one is locked
     # first, before its log is read: another run may be writing there).
@@ -103,25 +155,30 @@ def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | 
     if args.tensorboard:
         check_tensorboard()
     with contextlib.ExitStack() as lock:  # the run folder's lock, held to the end once taken
-        if saved is not None:
+        if run_dir is not None:
             lock.enter_context(locked_run_dir(run_dir, world))
-            if saved["search_iter"] >= config.max_search_iter:
-                result = world.on_main(lambda: finished_result(run_dir, "search_iter", saved["search_iter"]))
-                if result is not None:
-                    if world.is_main:
-                        print(f"the search in {run_dir} is finished ({config.max_search_iter} iterations); "
-                              f"give a larger --max-search-iter to search on", file=sys.stderr)
-                        print_result(args, config, result, run_dir)
-                    return 0
+        if saved is not None and saved["search_iter"] >= config.max_search_iter:
+            result = world.on_main(lambda: finished_result(run_dir, "search_iter", saved["search_iter"]))
+            if result is not None:
+                if world.is_main:
+                    print(f"the search in {run_dir} is finished ({config.max_search_iter} iterations); "
+                          f"give a larger --max-search-iter to search on", file=sys.stderr)
+                    print_result(args, config, result, run_dir)
+                return 0
         device, data, feature_net = open_inputs(config, config.bottom_width * 8, world)
         engine = resolve_engine(config.engine, device, world.size)
 
-        if saved is None:
-            run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "preset": args.preset}, world)
+        settings = {**dataclasses.asdict(config), "preset": preset}  # config.json
+        if run_dir is None:
+            run_dir = create_run_folder(args.out, settings, world)
             lock.enter_context(locked_run_dir(run_dir, world))
             state = SearchState.create(config, device, engine, world)
+        elif saved is None:
+            restart_run_folder(run_dir, settings, world)
+            state = SearchState.create(config, device, engine, world)
         else:
-            state = SearchState.from_state_dict(saved, config, device, engine, world)
+            with restoring(run_dir / CHECKPOINT):
+                state = SearchState.from_state_dict(saved, config, device, engine, world)
             if world.is_main:
                 JsonlLog(run_dir / LOG).truncate_from(state.search_iter)
         quiet = args.quiet or not world.is_main

@@ -10,6 +10,7 @@ selection gives the result.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,9 +20,17 @@ import torch
 from tqdm import tqdm
 
 from .config import SearchConfig
-from .controller import Beams, Controller, ReinforceBaseline, reinforce_loss
+from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
 from .data import DeviceImageData, quantize_images
 from .distributed import SINGLE, World
+from .divergence import (
+    CONTROLLER_SETTINGS,
+    GAN_SETTINGS,
+    NotFinite,
+    check_checkpoint,
+    diverged_error,
+    require_finite,
+)
 from .engine import LossWindow, SharedGAN, inception_score, make_capturable, train_shared
 from .graph_engine import train_shared_graph
 from .graphs import GraphCache, capture_backend
@@ -40,6 +49,9 @@ from .run_dir import (
 from .search_space import arch_to_str, search_space_size
 from .tensorboard import ScalarLogger
 
+# The settings a divergence message names for each part of the checkpoint.
+CHECKPOINT_SETTINGS = {"gan": GAN_SETTINGS, "g_window": GAN_SETTINGS, "d_window": GAN_SETTINGS,
+                       "controller": CONTROLLER_SETTINGS, "ctrl_opt": CONTROLLER_SETTINGS}
 CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines (issue 8's fidelity)
 
 
@@ -123,7 +135,7 @@ def top_k_archs(state: SearchState, feature_net: FeatureNet, device: torch.devic
     config = state.config
     with torch.no_grad():
         samples = state.controller.sample(config.num_candidate, state.beams)
-    archs = samples.archs.tolist()
+    archs = sampled_archs(samples)
     scores = score_archs(state, archs, feature_net, device)
     order = sorted(range(len(archs)), key=lambda i: -scores[i])[: config.topk]
     keep = torch.tensor(order, device=samples.archs.device)
@@ -149,7 +161,16 @@ def sample_phase_archs(state: SearchState, steps: int) -> list[list[int]]:
     The controller does not change during the phase, so this is the distribution of one call per step
     (AutoGAN), and choosing a step's graph then reads nothing from the device.
     """
-    return state.controller.sample(steps, state.beams).archs.tolist()  # host sync: one per phase
+    return sampled_archs(state.controller.sample(steps, state.beams))  # host sync: one per phase
+
+
+def sampled_archs(samples: Samples) -> list[list[int]]:
+    """The sampled architectures on the host (host sync: the read every use of samples makes), or
+    NotFinite when the controller's logits were not (`Samples.finite`, read with them)."""
+    archs = samples.archs.tolist()  # host sync
+    if not bool(samples.finite):  # host read: the queue is drained by the line above
+        raise NotFinite("the controller's logits are not finite", CONTROLLER_SETTINGS)
+    return archs
 
 
 def score_archs(state: SearchState, archs: list[list[int]], feature_net: FeatureNet, device: torch.device,
@@ -161,10 +182,14 @@ def score_archs(state: SearchState, archs: list[list[int]], feature_net: Feature
     for index in world.batch_starts(len(archs), 1):
         state.gan.gen.set_arch(archs[index])
         mine[index] = score(state, feature_net, device)
-    if not world.distributed:
-        return [mine[index] for index in range(len(archs))]
-    scores = world.all_gather_floats(mine, len(archs))  # host sync
-    world.sync_random_state()
+    if world.distributed:
+        scores = world.all_gather_floats(mine, len(archs))  # host sync
+        world.sync_random_state()
+    else:
+        scores = [mine[index] for index in range(len(archs))]
+    for arch, value in zip(archs, scores, strict=True):
+        if not math.isfinite(value):
+            raise NotFinite(f"the reward (Inception Score) of {arch_to_str(arch)} is {value}", GAN_SETTINGS)
     return scores
 
 
@@ -189,17 +214,21 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
     scored = []
     for step in range(config.ctrl_step):
         samples = state.controller.sample(config.ctrl_sample_batch, state.beams)
-        rewards = score_archs(state, samples.archs.tolist(), feature_net, device)
-        for arch, reward in zip(samples.archs.tolist(), rewards, strict=True):
+        archs = sampled_archs(samples)
+        rewards = score_archs(state, archs, feature_net, device)
+        for arch, reward in zip(archs, rewards, strict=True):
             best = state.best["inception_score"]
             if best is None or reward > best:  # best of the current stage (a reset at each grow)
                 state.best = {"arch": arch, "inception_score": reward}
         loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
                                      config.entropy_coeff)
+        if not torch.isfinite(total).all():  # on the host: the rewards are host floats
+            raise NotFinite(f"the controller's rewards with the entropy bonus are not finite ({total.tolist()})",
+                            CONTROLLER_SETTINGS)
         state.ctrl_opt.zero_grad(set_to_none=True)
         loss.backward()
         state.ctrl_opt.step()
-        for arch, reward, value, base in zip(samples.archs.tolist(), rewards, total.tolist(),
+        for arch, reward, value, base in zip(archs, rewards, total.tolist(),
                                              baseline.value.tolist(), strict=True):
             log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
                       inception_score=reward, reward=value, baseline=base)
@@ -208,7 +237,7 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
                 "inception_score": sum(rewards) / len(rewards), "reward": total.mean().item(),
                 "baseline": baseline.value.mean().item(), "entropy": samples.entropy.mean().item(),
                 "loss": loss.item()}, state.search_iter * config.ctrl_step + step)
-        scored.extend(zip(samples.archs.tolist(), rewards, strict=True))
+        scored.extend(zip(archs, rewards, strict=True))
         bar.update(1)
     return scored
 
@@ -256,70 +285,87 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     started = time.perf_counter()
     search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
                       disable=quiet, dynamic_ncols=True)
-    while state.search_iter < config.max_search_iter:
-        it = state.search_iter
-        if config.stage_at(it) > state.stage:  # grow: keep the top-k beams, fresh controller for the new cell
-            kept, state.beams = top_k_archs(state, feature_net, device)
-            state.stage = config.stage_at(it)
-            state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
-            state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
-            log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
-            if graphs is not None:  # the old stage's keys never come back: drop them all, size for the new
-                for cache, size in zip((graphs, reward_graphs), graph_cache_sizes(config, state.stage), strict=True):
-                    cache.flush()
-                    cache.resize(size)
+    it = state.search_iter  # the iteration under way (for a divergence's message)
+    last_good = state.search_iter - 1 if state.search_iter else None  # the checkpointed iteration, if any
+    try:
+        while state.search_iter < config.max_search_iter:
+            it = state.search_iter
+            if config.stage_at(it) > state.stage:  # grow: keep the top-k beams, fresh controller for the new cell
+                kept, state.beams = top_k_archs(state, feature_net, device)
+                state.stage = config.stage_at(it)
+                state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
+                state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
+                log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
+                if graphs is not None:  # the old stage's keys never come back: drop them all, size for the new
+                    sizes = graph_cache_sizes(config, state.stage)
+                    for cache, size in zip((graphs, reward_graphs), sizes, strict=True):
+                        cache.flush()
+                        cache.resize(size)
 
-        steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
-        archs = sample_phase_archs(state, steps)
-        with tqdm(total=steps, desc=f"  shared GAN (stage {state.stage})", leave=False, disable=quiet,
-                  dynamic_ncols=True) as bar:
-            if graphs is None:
-                summary = train_shared(state.gan, data, config, state.stage, archs, state.g_window,
-                                       state.d_window, progress=bar.update, world=world)
-            else:
-                summary = train_shared_graph(state.gan, data, config, state.stage, archs, state.g_window,
-                                             state.d_window, graphs, progress=bar.update)
-        log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
-        if graphs is not None:
-            log.write("graph_cache", it, **graphs.stats.as_dict(), reward=reward_graphs.stats.as_dict())
-        curves.scalars("shared_gan", {"d_loss": summary.d_loss, "g_loss": summary.g_loss,
-                                      "dynamic_reset": int(summary.dynamic_reset)}, it)
-
-        with tqdm(total=config.ctrl_step, desc="  controller", leave=False, disable=quiet,
-                  dynamic_ncols=True) as bar:
-            scored = train_controller(state, feature_net, device, log, bar, curves)
-
-        if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
-            state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph", world=world)
+            steps = config.shared_epoch * data.steps_per_epoch(config.dis_bs)
+            archs = sample_phase_archs(state, steps)
+            with tqdm(total=steps, desc=f"  shared GAN (stage {state.stage})", leave=False, disable=quiet,
+                      dynamic_ncols=True) as bar:
+                if graphs is None:
+                    summary = train_shared(state.gan, data, config, state.stage, archs, state.g_window,
+                                           state.d_window, progress=bar.update, world=world)
+                else:
+                    summary = train_shared_graph(state.gan, data, config, state.stage, archs, state.g_window,
+                                                 state.d_window, graphs, progress=bar.update)
+            log.write("shared_train", it, stage=state.stage, **dataclasses.asdict(summary))
+            require_finite("the shared GAN's loss means", GAN_SETTINGS, D=summary.d_loss, G=summary.g_loss)
             if graphs is not None:
-                graphs.clear()  # the graphs hold the old networks' buffers
-                reward_graphs.clear()
-            log.write("dynamic_reset", it, stage=state.stage)
+                log.write("graph_cache", it, **graphs.stats.as_dict(), reward=reward_graphs.stats.as_dict())
+            curves.scalars("shared_gan", {"d_loss": summary.d_loss, "g_loss": summary.g_loss,
+                                          "dynamic_reset": int(summary.dynamic_reset)}, it)
 
-        iteration_best = max(scored, key=lambda item: item[1])[0]
-        state.search_iter = it + 1
-        state.wall_seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        if world.is_main:
-            save_samples(state.gan.gen, iteration_best, state.fixed_z,
-                         run_dir / "samples" / f"iter_{it:03d}.png")
-            save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
-        mean_is = sum(value for _, value in scored) / len(scored)
-        log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
-        curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
-                                  "stage_best_inception_score": state.best["inception_score"]}, it)
-        search_bar.update(1)
-        if not quiet:  # progress lines go to stderr, beside the bars; stdout carries only the result
-            search_bar.write(
-                f"iter {it:3d} | stage {state.stage} | mean IS {mean_is:6.3f} | D {summary.d_loss:+.3f} "
-                f"G {summary.g_loss:+.3f}{' | reset' if summary.dynamic_reset else ''} | stage best "
-                f"{state.best['inception_score']:.3f} {arch_to_str(state.best['arch'])}", file=sys.stderr)
-        if stop_after is not None and it >= stop_after and state.search_iter < config.max_search_iter:
-            search_bar.close()
-            return None
-    search_bar.close()
+            with tqdm(total=config.ctrl_step, desc="  controller", leave=False, disable=quiet,
+                      dynamic_ncols=True) as bar:
+                scored = train_controller(state, feature_net, device, log, bar, curves)
 
-    final, _ = top_k_archs(state, feature_net, device)
+            if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
+                state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph", world=world)
+                if graphs is not None:
+                    graphs.clear()  # the graphs hold the old networks' buffers
+                    reward_graphs.clear()
+                log.write("dynamic_reset", it, stage=state.stage)
+
+            iteration_best = max(scored, key=lambda item: item[1])[0]
+            state.search_iter = it + 1
+            state.wall_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            checkpoint = state.state_dict()
+            check_checkpoint(checkpoint, CHECKPOINT_SETTINGS)  # before anything is written from these weights
+            if world.is_main:
+                save_samples(state.gan.gen, iteration_best, state.fixed_z,
+                             run_dir / "samples" / f"iter_{it:03d}.png")
+                save_checkpoint(run_dir / CHECKPOINT, checkpoint)
+            last_good = it
+            mean_is = sum(value for _, value in scored) / len(scored)
+            log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
+            curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
+                                      "stage_best_inception_score": state.best["inception_score"]}, it)
+            search_bar.update(1)
+            if not quiet:  # progress lines go to stderr, beside the bars; stdout carries only the result
+                search_bar.write(
+                    f"iter {it:3d} | stage {state.stage} | mean IS {mean_is:6.3f} | D {summary.d_loss:+.3f} "
+                    f"G {summary.g_loss:+.3f}{' | reset' if summary.dynamic_reset else ''} | stage best "
+                    f"{state.best['inception_score']:.3f} {arch_to_str(state.best['arch'])}", file=sys.stderr)
+            if stop_after is not None and it >= stop_after and state.search_iter < config.max_search_iter:
+                search_bar.close()
+                return None
+        search_bar.close()
+
+        it = config.max_search_iter
+        final, _ = top_k_archs(state, feature_net, device)
+    except NotFinite as err:  # nothing of the diverged state is written: the last checkpoint stays as it is
+        search_bar.close()
+        step = (f"search iteration {it} (stage {config.stage_at(it)})" if it < config.max_search_iter
+                else "the final scoring of the top-k architectures")
+        error = diverged_error("search", step, err, config, run_dir / CHECKPOINT,
+                               None if last_good is None else f"after search iteration {last_good}")
+        log.write("diverged", it, error=str(error))
+        raise error from None
     state.wall_seconds += time.perf_counter() - started
     result = {
         "archs": [{"arch": arch, "inception_score": value} for arch, value in distinct(final)],

@@ -63,7 +63,7 @@ def validate_arch(arch: list[int] | tuple[int, ...], stage: int | None = None) -
     """Check an architecture vector; raises UsageError naming the bad position. Returns it as a tuple."""
     try:
         values = tuple(int(v) for v in arch)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:  # OverflowError: an infinite float (1e400 in JSON)
         raise UsageError(f"architecture must be a sequence of integers, got {arch!r}") from err
     if any(v != a for v, a in zip(values, arch, strict=True)):
         raise UsageError(f"architecture must hold integers, got {list(arch)}")

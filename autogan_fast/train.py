@@ -30,14 +30,18 @@ from .cli import (
     create_run_folder,
     explicit_values,
     open_inputs,
+    restart_run_folder,
     resume_dir,
     run_cli,
     torchrun_world,
+    unstarted_config,
+    unstarted_run,
 )
 from .config import TrainConfig, config_from_dict, flag
 from .data import DeviceImageData, EpochBatches
 from .derived import DerivedGenerator
 from .distributed import SINGLE, World, data_parallel
+from .divergence import GAN_SETTINGS, NotFinite, check_checkpoint, diverged_error, require_finite
 from .engine import discriminator_step, generator_step, make_capturable, set_lr
 from .errors import UsageError
 from .graph_engine import GANStep, resolve_engine
@@ -49,13 +53,16 @@ from .models import Discriminator, init_weights, sync_batch_norm
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
+    CONFIG,
     LOG,
     RESULT,
     JsonlLog,
+    check_entries,
     finished_result,
     load_checkpoint,
     locked_run_dir,
     restore_rng_state,
+    restoring,
     rng_state,
     save_checkpoint,
     write_json,
@@ -274,6 +281,7 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     if world.distributed:
         train_gen, train_dis = data_parallel(state.gen, device), data_parallel(state.dis, device)
     since = 0
+    last_good = state.iter or None  # the G iteration of the checkpoint resumed from (a new run has none)
     bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter",
                disable=quiet or not world.is_main, dynamic_ncols=True)
     while state.iter < config.max_iter:
@@ -296,19 +304,31 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         if state.iter % config.val_freq and state.iter < config.max_iter:
             continue
 
-        metrics = score_generator(state.ema, feature_net, reference, config.num_eval_imgs,
-                                  config.eval_batch_size, config.is_splits, config.seed, device, world)
         rank_means = torch.stack([d_sum / (since * config.n_critic), g_sum / since])
         d_mean, g_mean = (world.all_reduce_(rank_means) / world.size).tolist()  # host sync
         d_sum.zero_()
         g_sum.zero_()
         since = 0
-        state.last = {"iter": state.iter, **metrics}
-        new_best = state.best is None or metrics["fid"] < state.best["fid"]
-        if new_best:
-            state.best = state.last
-        state.wall_seconds += time.perf_counter() - started
-        started = time.perf_counter()
+        try:  # a diverged network is found before it is scored or anything is written from it
+            require_finite("the mean losses since the last evaluation", GAN_SETTINGS, D=d_mean, G=g_mean)
+            metrics = score_generator(state.ema, feature_net, reference, config.num_eval_imgs,
+                                      config.eval_batch_size, config.is_splits, config.seed, device, world)
+            require_finite("the EMA generator's scores", GAN_SETTINGS, **metrics)
+            state.last = {"iter": state.iter, **metrics}
+            new_best = state.best is None or metrics["fid"] < state.best["fid"]
+            if new_best:
+                state.best = state.last
+            state.wall_seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            checkpoint = state.state_dict()
+            check_checkpoint(checkpoint, dict.fromkeys(("gen", "ema", "dis", "gen_opt", "dis_opt"), GAN_SETTINGS))
+        except NotFinite as err:  # the last checkpoint and best.pt stay as they are
+            bar.close()
+            error = diverged_error("training", f"G iteration {state.iter}", err, config, run_dir / CHECKPOINT,
+                                   None if last_good is None else f"G iteration {last_good}, best.pt beside it")
+            if world.is_main:
+                log.write("diverged", state.iter, error=str(error))
+            raise error from None
         if world.is_main:  # rank 0 alone writes and prints; the ranks' metrics are identical
             grid = run_dir / "samples" / f"iter_{state.iter:06d}.png"
             save_samples(state.ema, state.arch, state.fixed_z, grid)  # host sync: the grid is copied to the host
@@ -321,11 +341,12 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
                                      "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
             if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
                 save_checkpoint(run_dir / BEST, state.generator_state())
-            save_checkpoint(run_dir / CHECKPOINT, state.state_dict())
+            save_checkpoint(run_dir / CHECKPOINT, checkpoint)
             if not quiet:
                 bar.write(f"iter {state.iter:6d} | IS {metrics['inception_score']:6.3f} "
                           f"± {metrics['inception_score_std']:.3f} | FID {metrics['fid']:8.3f}"
                           f"{' (best)' if new_best else ''} | D {d_mean:+.3f} G {g_mean:+.3f}", file=sys.stderr)
+        last_good = state.iter
         if stop_after is not None and state.iter >= stop_after and state.iter < config.max_iter:
             bar.close()
             return None
@@ -364,37 +385,70 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+# The entries of a train checkpoint and their types, checked before a resume uses any.
+CHECKPOINT_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "config": dict, "arch": list, "iter": int, "gen": dict, "ema": dict, "dis": dict, "gen_opt": dict,
+    "dis_opt": dict, "fixed_z": torch.Tensor, "metrics": (dict, type(None)), "best": (dict, type(None)),
+    "wall_seconds": (int, float), "rng": dict, "real_batches": (dict, type(None)),
+}
+
+
+def resumed_checkpoint(run_dir: Path, overrides: dict[str, object]) -> tuple[dict, TrainConfig, tuple[int, ...]]:
+    """The checkpoint in `run_dir`, its config (with the command line's `overrides`) and its architecture;
+    refused in one line unless it is a train checkpoint holding, with their types, the entries a resume needs."""
+    path = run_dir / CHECKPOINT
+    saved = load_checkpoint(path)
+    check_train_checkpoint(saved, path)
+    check_entries(saved, path, CHECKPOINT_ENTRIES)
+    if saved["iter"] < 0 or (saved["best"] is not None and not isinstance(saved["best"].get("fid"), float)):
+        raise UsageError(f"corrupt checkpoint {path}: iteration {saved['iter']}, best metrics {saved['best']}")
+    try:
+        config = config_from_dict(saved["config"], TrainConfig)
+        arch = validate_arch(saved["arch"], stage=2)
+    except UsageError as err:
+        raise UsageError(f"corrupt checkpoint {path}: {err}") from None
+    return saved, apply_resume_overrides(run_dir, config, overrides, RESUMABLE_OVERRIDES, path), arch
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, TrainConfig)
     run_dir = resume_dir(args)
-    if run_dir is not None:
+    preset = args.preset
+    saved = None
+    if run_dir is None:
+        config = preset_config(args.preset, **overrides).validate()
+        arch = chosen_arch(args)
+    else:
         if args.arch is not None or args.arch_from is not None or args.rank is not None:
             raise UsageError(f"the architecture cannot change when resuming {run_dir}; drop --arch, "
                              f"--arch-from and --rank")
-        saved = load_checkpoint(run_dir / CHECKPOINT)
-        check_train_checkpoint(saved, run_dir / CHECKPOINT)
-        config = apply_resume_overrides(run_dir, config_from_dict(saved["config"], TrainConfig), overrides,
-                                        RESUMABLE_OVERRIDES)
-        arch = validate_arch(saved["arch"], stage=2)
-    else:
-        config = preset_config(args.preset, **overrides).validate()
-        arch = chosen_arch(args)
-        saved = None
+        unstarted = unstarted_run(run_dir)
+        if unstarted is None:
+            saved, config, arch = resumed_checkpoint(run_dir, overrides)
+        else:  # stopped before its first checkpoint: start afresh with the saved settings and architecture
+            config = unstarted_config(run_dir, unstarted, TrainConfig, overrides, RESUMABLE_OVERRIDES,
+                                      ("arch", "preset"))
+            try:
+                arch = validate_arch(unstarted.get("arch", ()), stage=2)
+            except UsageError as err:
+                raise UsageError(f"cannot resume {run_dir} from its {CONFIG}: {err}") from None
+            preset = unstarted.get("preset", preset)
     if args.stop_after is not None and args.stop_after < 0:
         raise UsageError(f"--stop-after must be >= 0, got {args.stop_after}")
 
     with torchrun_world(config.device) as world:
-        return run_training(args, config, arch, saved, run_dir, world)
+        return run_training(args, config, arch, saved, run_dir, world, preset)
 
 
 def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict | None, run_dir: Path | None,
-                 world: World) -> int:
+                 world: World, preset: str = "demo") -> int:
     """`main` once the settings are known, in its torchrun world (a single process without torchrun).
 
-    The run folder is locked from the moment it is known to the end (`locked_run_dir`): a resumed one
-    before anything else, a new one as soon as it is made. Resuming a finished run prints its result
-    and writes nothing.
+    `saved` is the checkpoint to resume, None for a new run (`run_dir` None) or for a resumed run folder
+    that holds none yet (started afresh in `run_dir`, with its saved settings). The run folder is locked
+    from the moment it is known to the end (`locked_run_dir`): a resumed one before anything else, a new
+    one as soon as it is made. Resuming a finished run prints its result and writes nothing.
     """
     # Everything that can fail on bad input runs before the run folder is written (a resumed one is locked
     # first, before its log is read: another run may be writing there).
@@ -402,29 +456,33 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
     if args.tensorboard:
         check_tensorboard()
     with contextlib.ExitStack() as lock:  # the run folder's lock, held to the end once taken
-        if saved is not None:
+        if run_dir is not None:
             lock.enter_context(locked_run_dir(run_dir, world))
-            if saved["iter"] >= config.max_iter:
-                result = world.on_main(lambda: finished_result(run_dir, "iter", saved["iter"]))
-                if result is not None:
-                    if world.is_main:
-                        print(f"the training in {run_dir} is finished ({config.max_iter} G iterations); give "
-                              f"a larger --max-iter to train on", file=sys.stderr)
-                        print_result(args, result, run_dir)
-                    return 0
+        if saved is not None and saved["iter"] >= config.max_iter:
+            result = world.on_main(lambda: finished_result(run_dir, "iter", saved["iter"]))
+            if result is not None:
+                if world.is_main:
+                    print(f"the training in {run_dir} is finished ({config.max_iter} G iterations); give "
+                          f"a larger --max-iter to train on", file=sys.stderr)
+                    print_result(args, result, run_dir)
+                return 0
         resolution = config.bottom_width * 8
         device, data, feature_net = open_inputs(config, resolution, world)
         engine = resolve_engine(config.engine, device, world.size)
         reference = reference_statistics(config.dataset, config.data_path, config.split, resolution, feature_net,
                                          lambda: data.images, config.eval_batch_size, device, world=world)
 
-        if saved is None:
-            run_dir = create_run_folder(args.out, {**dataclasses.asdict(config), "arch": list(arch),
-                                                   "preset": args.preset}, world)
+        settings = {**dataclasses.asdict(config), "arch": list(arch), "preset": preset}  # config.json
+        if run_dir is None:
+            run_dir = create_run_folder(args.out, settings, world)
             lock.enter_context(locked_run_dir(run_dir, world))
             state = TrainState.create(config, arch, device, engine, world)
+        elif saved is None:
+            restart_run_folder(run_dir, settings, world)
+            state = TrainState.create(config, arch, device, engine, world)
         else:
-            state = TrainState.from_state_dict(saved, config, device, engine, world)
+            with restoring(run_dir / CHECKPOINT):
+                state = TrainState.from_state_dict(saved, config, device, engine, world)
             if world.is_main:
                 JsonlLog(run_dir / LOG, counter="iter").truncate_from(state.iter + 1)
         quiet = args.quiet or not world.is_main

@@ -1,11 +1,13 @@
 """Running the command lines in-process, as a user's shell would see them."""
 
 import contextlib
+import errno
 import subprocess
 import sys
 
 import pytest
 
+from autogan_fast import run_dir
 from autogan_fast.cli import run_cli
 
 # A process that takes a run folder's lock, says so, and waits to be killed.
@@ -38,3 +40,20 @@ def lock_held_elsewhere(run_dir):
         holder.kill()
         holder.wait()
         holder.stdout.close()
+
+
+def full_disk_for(monkeypatch, name):
+    """The atomic writer's writes of files called `name` fail half-way as on a full disk."""
+    real = run_dir.atomic_write
+
+    def atomic_write(path, write):
+        if path.name != name:
+            return real(path, write)
+
+        def half_then_full(handle):
+            handle.write(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(path, half_then_full)
+
+    monkeypatch.setattr(run_dir, "atomic_write", atomic_write)

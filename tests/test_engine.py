@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -23,6 +25,10 @@ def window_with(values, size):
     # population variance (AutoGAN's RunningStats): 0.0315^2 = 9.9e-4 < 1e-3 resets; the unbiased
     # variance (x 10/9 = 1.1e-3) would not
     ([0.0, 0.063] * 5, [1, 2] * 5, True),
+    # a non-finite loss makes the variance NaN, which no comparison finds low: it counts as due, so a
+    # diverged phase ends (and its loss means stop the run)
+    ([1, 2] * 4 + [math.nan, 1], [1, 2] * 5, True),
+    ([1, 2] * 5, [math.inf] + [1, 2] * 4 + [1], True),
 ])
 def test_dynamic_reset_rule(g_values, d_values, due):
     assert dynamic_reset_due(window_with(g_values, 10), window_with(d_values, 10), 1e-3) == due

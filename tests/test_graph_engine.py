@@ -369,8 +369,9 @@ def test_a_training_step_reads_nothing_back_to_the_host(digits, arch):
     """The captured functions (D step, D + G step with the reset rule) under NoHostSync, after one warm-up
     (which may build kernel plans, as the cache's warm-up does). Adam is fused here: the CPU's
     non-capturable Adam reads its step count with .item(); CUDA runs the capturable one."""
+    from sync_guard import NoHostSync
+
     from autogan_fast.graph_engine import GANStep
-    from autogan_fast.sync_guard import NoHostSync
 
     stage = (len(arch) - 4) // 5
     config = preset_config("demo", **TINY, dynamic_reset_window=4).validate()

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from capture_helpers import RecordingBackend
+from sync_guard import HostSyncError, NoHostSync
 
 from autogan_fast.data import quantize_images
 from autogan_fast.engine import inception_score
@@ -26,7 +27,6 @@ from autogan_fast.reward import (
     spearman,
 )
 from autogan_fast.search_space import ARCH_LENGTHS, decision_sizes
-from autogan_fast.sync_guard import HostSyncError, NoHostSync
 
 LATENT, BATCH, SPLITS = 8, 16, 2
 CPU = torch.device("cpu")

@@ -3,7 +3,9 @@ folder lock, stale temporary files, a cut-off log line, file permissions, weight
 
 import collections
 import datetime
+import errno
 import json
+import math
 import os
 import pickle
 import signal
@@ -21,6 +23,7 @@ from autogan_fast.run_dir import (
     JsonlLog,
     RunLock,
     atomic_write,
+    create_run_dir,
     load_checkpoint,
     locked_run_dir,
     save_checkpoint,
@@ -105,7 +108,62 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
+def no_space(handle):
+    handle.write(b"half")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_a_usage_error_and_leaves_the_old_file(tmp_path):
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": "x"})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(UsageError, match=r"checkpoint.pt: No space left on device; the previous checkpoint.pt is "
+                                         r"intact"):
+        atomic_write(tmp_path / "checkpoint.pt", no_space)
+    with pytest.raises(UsageError, match=r"new.json: No space left on device; nothing was written"):
+        atomic_write(tmp_path / "new.json", no_space)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_run_folders_the_file_system_refuses_leave_nothing(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match=r"cannot create run folder .*file/run: Not a directory"):
+        create_run_dir(str(tmp_path / "file" / "run"), {})
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        create_run_dir(str(tmp_path / "file"), {})
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("autogan_fast.run_dir.tempfile.mkstemp", refused)  # as in a read-only folder
+    with pytest.raises(UsageError, match=r"cannot write .*config.json: Permission denied; nothing was written"):
+        create_run_dir(str(tmp_path / "a" / "b"), {})
+    with pytest.raises(UsageError, match=r"cannot write runs/00000/config.json: Permission denied"):
+        create_run_dir(None, {})  # the default numbered folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # every folder made for the runs removed
+
+
 # --------------------------------------------------------------------------------------------- the log
+
+def test_json_files_and_the_log_are_strict_json(tmp_path):
+    """JSON has no NaN or Infinity: json.dumps's bare tokens would break strict readers; null instead."""
+    def refuse(token):
+        raise ValueError(token)
+
+    log = JsonlLog(tmp_path / "log.jsonl")
+    log.write("shared_train", 0, d_loss=math.nan, g_loss=math.inf, best={"scores": [1.0, -math.inf]})
+    write_json(tmp_path / "result.json", {"fid": math.nan, "archs": [{"inception_score": 2.5}]})
+    assert json.loads(log.path.read_text(), parse_constant=refuse) == {
+        "event": "shared_train", "search_iter": 0, "d_loss": None, "g_loss": None, "best": {"scores": [1.0, None]}}
+    assert json.loads((tmp_path / "result.json").read_text(), parse_constant=refuse) == {
+        "fid": None, "archs": [{"inception_score": 2.5}]}
+
+
+def test_a_log_append_the_file_system_refuses_is_a_usage_error(tmp_path):
+    log = JsonlLog(tmp_path / "missing" / "log.jsonl")
+    with pytest.raises(UsageError, match=r"cannot append to .*log.jsonl: No such file or directory"):
+        log.write("iteration", 0)
 
 def write_log(path, *events, tail=b""):
     path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events) + tail)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import lock_held_elsewhere, run_cli_captured
+from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured
 
 from autogan_fast.cli import run_cli
 from autogan_fast.search import main
@@ -126,6 +126,18 @@ def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     (["--graph-cache-size", "0"], "--graph-cache-size must be positive"),
     (["--reward-precision", "fp16"], "--reward-precision must be one of"),
+    # settings that used to fail mid-run, leaving a folder with config.json alone
+    (["--beta1", "1.5"], "--beta1 must be in [0, 1)"),
+    (["--beta2", "-0.1"], "--beta2 must be in [0, 1)"),
+    (["--bottom-width", "1"], "--bottom-width must be at least 2"),
+    (["--entropy-coeff", "inf"], "--entropy-coeff must be a finite number"),
+    (["--g-lr", "inf"], "--g-lr must be a finite number"),  # passes "must be positive"
+    (["--d-lr", "1e400"], "--d-lr must be a finite number"),  # parses as inf
+    (["--dynamic-reset-threshold", "nan"], "--dynamic-reset-threshold must be a finite number"),
+    (["--baseline-decay", "2"], "--baseline-decay must be in [0, 1]"),
+    (["--max-search-iter", "8"], "--grow-step2 (8) must be below --max-search-iter (8)"),  # no 14-int arch
+    (["--seed", str(2**63)], "--seed must be in 0..9223372036854775807"),
+    (["--seed", "-1"], "--seed must be in 0.."),
 ])
 def test_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys):
     out = tmp_path / "never"
@@ -242,7 +254,7 @@ def test_resuming_a_finished_search_prints_its_result_and_writes_nothing(full_ru
 
 
 def test_text_result_ends_with_the_train_command(tmp_path, capsys):
-    code, out, _ = run([*TINY, "--max-search-iter", "1", "--out", str(tmp_path / "r")], capsys)
+    code, out, _ = run([*TINY, "--search-mode", "slas", "--max-search-iter", "1", "--out", str(tmp_path / "r")], capsys)
     assert code == 0
     last = out.strip().splitlines()[-1]
     assert last.startswith("train the best from scratch: python -m autogan_fast.train --preset demo --arch-from ")
@@ -272,8 +284,8 @@ def test_search_on_an_image_folder(tmp_path, capsys):
         pixels = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=generator).numpy()
         Image.fromarray(pixels).save(folder / f"{i:02d}.png")
     code, stdout, _ = run([*TINY, "--dataset", "folder", "--data-path", str(folder), "--feature-net", "digits",
-                           "--dis-bs", "6", "--max-search-iter", "1", "--out", str(tmp_path / "run"), "--json"],
-                          capsys)
+                           "--dis-bs", "6", "--search-mode", "slas", "--max-search-iter", "1", "--out",
+                           str(tmp_path / "run"), "--json"], capsys)
     assert code == 0 and len(json.loads(stdout)["archs"]) == 2
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["dataset"] == "folder" and config["feature_net"] == "digits"
@@ -393,3 +405,102 @@ def test_bad_kernels_choice_is_one_line(tmp_path, capsys, monkeypatch, kernels_b
     code, _, stderr = run([*TINY, "--out", tmp_path / "r", *argv], capsys)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------------------------- damage and full disks
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_as_a_fresh_start(full_run, tmp_path, capsys, monkeypatch):
+    """A kill (here Ctrl-C) before the first checkpoint leaves config.json and part of a log: --resume
+    starts the run afresh with the saved settings and gets the uninterrupted run's result; --out says so."""
+    from autogan_fast import search_loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(search_loop, "train_controller", interrupted)
+        code, _, stderr = run([*TINY, "--out", out], capsys)
+    assert code == 130 and not (out / "checkpoint.pt").exists() and (out / "log.jsonl").exists()
+    code, _, stderr = run([*TINY, "--out", out], capsys)
+    assert code == 2 and f"use --resume {out}" in stderr
+    code, stdout, stderr = run(["--resume", out, "--quiet", "--json"], capsys)
+    assert code == 0, stderr
+    assert json.loads(stdout)["archs"] == json.loads((full_run / "result.json").read_text())["archs"]
+    assert controller_rewards(out) == controller_rewards(full_run)  # the killed start's events are gone
+
+
+def test_resuming_an_unstarted_run_refuses_to_change_its_shape(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"gf_dim": 4, "preset": "demo"}))
+    before = snapshot(out)
+    code, _, stderr = run(["--resume", out, "--gf-dim", "8"], capsys)
+    assert code == 2 and "--gf-dim cannot change" in stderr and snapshot(out) == before
+    (out / "config.json").write_text("{not json")
+    code, _, stderr = run(["--resume", out], capsys)
+    assert code == 2 and "config.json is not readable" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["config"].update(gf_dim="abc"), "saved config: gf_dim must be int, got 'abc'"),
+    (lambda s: s["config"].update(g_lr=float("nan")), "are refused: --g-lr must be a finite number"),
+    (lambda s: s.pop("rng"), "it has no 'rng' entry"),
+    (lambda s: s["rng"].update(cpu=torch.zeros(3)), "RNG state must be a torch.ByteTensor"),
+    (lambda s: s["gan"]["dis"].update({"l5.weight_orig": torch.zeros(3, 3)}), "size mismatch for l5.weight_orig"),
+    (lambda s: s.update(stage=7), "at stage 7"),
+    (lambda s: s.update(search_iter="1"), "its 'search_iter' entry is a str"),
+    (lambda s: s.update(beams=None), "no beams at stage 1"),
+], ids=["config-type", "config-nan", "no-rng", "rng-type", "d-shape", "stage", "iter-type", "no-beams"])
+def test_resume_refuses_a_checkpoint_whose_contents_do_not_fit(damage, message, tmp_path, capsys):
+    """Files torch loads whose contents are wrong: one line naming the file, nothing written."""
+    out = stopped_run(tmp_path, capsys, stop_after="1")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    damage(state)
+    torch.save(state, out / "checkpoint.pt")
+    before = snapshot(out)
+    code, _, stderr = run(["--resume", out, "--quiet"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert message in stderr and str(out / "checkpoint.pt") in stderr
+    assert snapshot(out) == before
+
+
+def test_out_under_a_file_or_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, stderr = run([*TINY, "--out", tmp_path / "file" / "run"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "cannot create run folder" in stderr
+    code, _, stderr = run([*TINY, "--out", tmp_path / "file"], capsys)
+    assert code == 2 and "is a file, not a folder" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_read_only_out_is_one_line_and_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """Tests run as root, where permission bits do not stop writes: the file system's refusal is
+    simulated where every run-folder file is made (the atomic writer's temporary file)."""
+    import errno
+
+    from autogan_fast import run_dir
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(run_dir.tempfile, "mkstemp", refused)
+    code, _, stderr = run([*TINY, "--out", tmp_path / "a" / "b" / "run"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"cannot write {tmp_path / 'a' / 'b' / 'run' / 'config.json'}: Permission denied" in stderr
+    assert list(tmp_path.iterdir()) == []  # the folders made for it are gone again
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(full_run, tmp_path, capsys, monkeypatch):
+    out = stopped_run(tmp_path, capsys)
+    before = (out / "checkpoint.pt").read_bytes()
+    with monkeypatch.context() as patch:
+        full_disk_for(patch, "checkpoint.pt")
+        code, _, stderr = run(["--resume", out, "--quiet"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert (f"cannot write {out / 'checkpoint.pt'}: No space left on device; the previous checkpoint.pt is intact"
+            in stderr)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in out.rglob("*.tmp")]
+    code, _, _ = run(["--resume", out, "--quiet"], capsys)  # once there is room again
+    assert code == 0 and controller_rewards(out) == controller_rewards(full_run)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from autogan_reference import AuthorsGenerator, full_checkpoint, randomize, save_as_torch1
-from cli_helpers import lock_held_elsewhere, run_cli_captured
+from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured
 
 from autogan_fast import evaluate, load_generator, train
 from autogan_fast.cli import run_cli
@@ -194,6 +194,64 @@ def test_a_second_resume_of_a_running_training_is_refused(tmp_path, capsys):
     assert after == before
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_as_a_fresh_start(full_run, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Killed (Ctrl-C here) while scoring before the first checkpoint: config.json and nothing else to
+    resume from; --resume starts afresh with the saved settings and architecture, as uninterrupted."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "score_generator", interrupted)
+        assert run(train.main, [*TINY, "--out", out], capsys)[0] == 130
+    assert not (out / "checkpoint.pt").exists()
+    code, _, stderr = run(train.main, ["--resume", out, "--quiet", "--arch", "autogan_cifar10_b"], capsys)
+    assert code == 2 and "the architecture cannot change" in stderr
+    code, _, stderr = run(train.main, ["--resume", out, "--quiet"], capsys)
+    assert code == 0, stderr
+    assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(
+        json.loads((full_run / "result.json").read_text()))
+    assert [without_wall_time(e) for e in read_log(out)] == [without_wall_time(e) for e in read_log(full_run)]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(full_run, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert run(train.main, [*TINY, "--out", out, "--stop-after", "2"], capsys)[0] == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    with monkeypatch.context() as patch:
+        full_disk_for(patch, "checkpoint.pt")
+        code, _, stderr = run(train.main, ["--resume", out, "--quiet"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert "checkpoint.pt: No space left on device; the previous checkpoint.pt is intact" in stderr
+    assert (out / "checkpoint.pt").read_bytes() == before and not list(out.rglob("*.tmp"))
+    assert run(train.main, ["--resume", out, "--quiet"], capsys)[0] == 0  # once there is room again
+    assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(
+        json.loads((full_run / "result.json").read_text()))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s["config"].update(max_iter=4.5), "saved config: max_iter must be int, got 4.5"),
+    (lambda s: s["config"].update(ema=float("inf")), "are refused: --ema must be a finite number"),
+    (lambda s: s.pop("rng"), "it has no 'rng' entry"),
+    (lambda s: s["dis"].update({"l5.weight_orig": torch.zeros(1, 3)}), "size mismatch for l5.weight_orig"),
+    (lambda s: s.update(arch=[1, 0, 1, 1]), "needs an architecture of length 14"),
+    (lambda s: s.update(iter=None), "its 'iter' entry is a NoneType"),
+    (lambda s: s.update(best={"fid": "low"}), "best metrics"),
+], ids=["config-type", "config-inf", "no-rng", "d-shape", "arch", "iter-type", "best"])
+def test_resume_refuses_a_checkpoint_whose_contents_do_not_fit(damage, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(train.main, [*TINY, "--out", out, "--stop-after", "2"], capsys)[0] == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    damage(state)
+    torch.save(state, out / "checkpoint.pt")
+    before = snapshot(out)
+    code, _, stderr = run(train.main, ["--resume", out, "--quiet"], capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert message in stderr and str(out / "checkpoint.pt") in stderr
+    assert snapshot(out) == before
+
+
 def test_linear_lr_decay_reaches_zero_at_max_iter(tmp_path, capsys):
     code, _, _ = run(train.main, [*TINY, "--out", tmp_path / "decay", "--lr-decay", "--g-lr", "1e-3"], capsys)
     assert code == 0
@@ -303,6 +361,8 @@ def bad_inputs(tmp_path, full_run, authors_file):
     (tmp_path / "malformed.json").write_text("{not json")
     (tmp_path / "two.json").write_text(json.dumps({"archs": [{"arch": list(train.PAPER_ARCH)}] * 2}))
     (tmp_path / "short.json").write_text(json.dumps({"archs": [{"arch": [1, 0, 1, 1]}]}))
+    (tmp_path / "huge.json").write_text('{"archs": [{"arch": [1e400, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3]}]}')
+    (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "empty").mkdir()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "config.json").write_text("{}")
@@ -340,6 +400,15 @@ BAD_INPUTS = [
     ("train", ["--num-eval-imgs", "5"], "--num-eval-imgs", "fewer images than IS splits"),
     ("train", ["--ema", "1.0"], "--ema must be in [0, 1)", "an EMA that never moves"),
     ("train", ["--stop-after", "-1"], "--stop-after", "a negative stop iteration"),
+    ("train", ["--arch-from", "{tmp}/huge.json"], "must be a sequence of integers", "1e400 parses as inf"),
+    ("train", ["--g-lr", "inf"], "--g-lr must be a finite number", "inf passes 'must be positive'"),
+    ("train", ["--d-lr", "nan"], "--d-lr must be a finite number", "NaN fails every comparison"),
+    ("train", ["--beta1", "1"], "--beta1 must be in [0, 1)", "Adam refuses it"),
+    ("train", ["--bottom-width", "1"], "--bottom-width must be at least 2", "instance norm of one pixel"),
+    ("train", ["--seed", str(2**63)], "--seed must be in 0..", "a seed torch and NumPy do not all take"),
+    ("train", ["--seed", "-1"], "--seed must be in 0..", "a negative seed"),
+    ("train", ["--out", "{tmp}/afile/run"], "cannot create run folder", "--out under a regular file"),
+    ("train", ["--out", "{tmp}/afile"], "is a file, not a folder", "--out naming a regular file"),
     ("train", ["--gen-bs", "many"], "invalid int value", "argparse errors are one line too"),
     ("evaluate", ["--checkpoint", "{ckpt}", "--fid-stats", "{tmp}/dim3.npz"], "dim3.npz has 3-d features",
      "statistics of another feature network"),
@@ -367,6 +436,9 @@ BAD_INPUTS = [
     ("evaluate", ["--save-stats", "{tmp}/s.npz", "--arch", "autogan_cifar10_a"], "--arch only applies with "
      "--checkpoint", "an arch with nothing to load"),
     ("evaluate", [], "exactly one", "nothing to do"),
+    ("evaluate", ["--checkpoint", "{ckpt}", "--seed", "-1"], "--seed must be in 0..", "a negative seed"),
+    ("evaluate", ["--save-stats", "{tmp}/s.npz", "--seed", str(2**64)], "--seed must be in 0..",
+     "a seed torch refuses"),
     ("evaluate", ["--checkpoint", "{ckpt}", "--save-stats", "{tmp}/s.npz"], "exactly one", "two jobs at once"),
     ("evaluate", ["--save-stats", "{tmp}/nowhere/s.npz"], "does not exist", "stats into a missing folder"),
     ("evaluate", ["--save-stats", "{tmp}/s.npz", "--dataset", "imagenet"], "unknown dataset",
