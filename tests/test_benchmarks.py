@@ -141,8 +141,9 @@ def test_sigterm_still_writes_the_results_file(tmp_path):
         if proc.poll() is None:
             proc.kill()
     data = json.loads(out.read_text())
-    if proc.returncode == 0:  # the whole (fast) smoke suite finished before the signal
-        assert data["complete"] is True
+    if data["complete"]:  # the whole (fast) smoke suite wrote its file before the signal came (which may
+        # still land in pytest's teardown and set the exit status): then no interruption is recorded
+        assert "terminated_by_signal" not in data
     else:
         assert data["complete"] is False and data["terminated_by_signal"] == signal.SIGTERM
         assert data["benchmarks"] and "machine_info" in data
