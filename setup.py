@@ -24,7 +24,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # `kernels/` is installed as `autogan_fast.kernels`: PyPI has an unrelated top-level `kernels`.
-    packages=["autogan_fast", "autogan_fast.models", "autogan_fast.metrics", "autogan_fast.data",
+    packages=["autogan_fast", "autogan_fast.models", "autogan_fast.metrics", "autogan_fast.data", "autogan_fast.nas",
+              "autogan_fast.engines", "autogan_fast.study",
               "autogan_fast.kernels"],
     package_dir={"autogan_fast.kernels": "kernels"},
     install_requires=install_requires,

@@ -33,13 +33,11 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """One `--kebab-case` flag per field of a config dataclass, default None (= the preset's value)."""
     docs = field_docs(config_cls)
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        if f.name in skip:
-            continue
         kind = hints[f.name]
         if isinstance(kind, types.UnionType):  # `str | None`
             kind = next(t for t in typing.get_args(kind) if t is not type(None))

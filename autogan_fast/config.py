@@ -1,6 +1,8 @@
-"""Typed settings of the search, with the paper's released values and a CPU-sized demo preset.
+"""Typed settings of the commands, validated once per base, and their presets as data.
 
-Field names are AutoGAN's own (`search.py` flags), so `--max-search-iter` sets `max_search_iter`.
+`InputSettings` (data, scoring, kernels, device, seed: every command) <- `GANSettings` (the GAN, its
+scoring and engine: search and train) <- `SearchConfig` / `TrainConfig` (each command's own fields).
+Field names are AutoGAN's own, so `--max-search-iter` sets `max_search_iter`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
 
 from .errors import UsageError
 
@@ -21,7 +22,8 @@ FEATURE_NETS = ("digits", "inception")
 
 @dataclass
 class InputSettings:
-    """The data and scoring settings every command shares (search, train, evaluate)."""
+    """The settings every command shares (search, train, evaluate): data, scoring, implementation, device
+    and seed."""
 
     # --- data and scoring
     dataset: str = "digits"  # digits (embedded), cifar10, stl10 or folder
@@ -29,15 +31,69 @@ class InputSettings:
     split: str | None = None  # dataset split; None = the dataset's training split
     feature_net: str | None = None  # digits or inception; None = digits for digits, inception otherwise
     inception_weights: str | None = None  # Inception-v3 weights file; None = look in $TORCH_HOME
-    # --- implementation
+    # --- implementation, device and seed
     kernels: str = "auto"  # fused ops: auto (Triton on CUDA), triton, or torch (the reference); $AUTOGAN_FAST_KERNELS
+    device: str = "auto"  # auto, cpu or cuda
+    seed: int = 12345  # seed of every random stream, scoring noise included (0 to 2**63 - 1)
 
     def resolved_feature_net(self) -> str:
         return default_feature_net(self.dataset, self.feature_net)
 
+    def validate_inputs(self) -> None:
+        """Raise UsageError naming the first bad shared setting."""
+        check_finite(self)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), got {self.seed}")
+        if self.kernels not in KERNEL_BACKENDS:
+            raise UsageError(f"--kernels (or $AUTOGAN_FAST_KERNELS) must be one of {', '.join(KERNEL_BACKENDS)}, "
+                             f"got {self.kernels!r}")
+        if self.feature_net is not None and self.feature_net not in FEATURE_NETS:
+            raise UsageError(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {self.feature_net!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
 
 @dataclass
-class SearchConfig(InputSettings):
+class GANSettings(InputSettings):
+    """The GAN settings search and train share: batches, sizes, optimizers, scoring and engine (AutoGAN's
+    search values; train's preset and fields change some)."""
+
+    # --- GAN
+    gen_bs: int = 128  # generator batch size
+    dis_bs: int = 64  # discriminator batch size (real and fake each)
+    gf_dim: int = 128  # generator channels
+    df_dim: int = 64  # discriminator channels
+    latent_dim: int = 128  # noise dimension
+    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px; at least 2)
+    n_critic: int = 5  # discriminator steps per generator step
+    g_lr: float = 2e-4  # generator Adam learning rate
+    d_lr: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.0  # Adam beta1 of both GAN optimizers
+    beta2: float = 0.9  # Adam beta2 of both GAN optimizers
+    # --- scoring and engine
+    is_splits: int = 10  # Inception Score splits
+    eval_batch_size: int = 250  # images generated per batch when scoring
+    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
+    engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
+
+    def validate_gan(self) -> None:
+        """Raise UsageError naming the first bad shared or GAN setting."""
+        self.validate_inputs()
+        check_positive(self, ("gen_bs", "dis_bs", "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic",
+                              "g_lr", "d_lr", "is_splits", "eval_batch_size", "num_grid_images"))
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:  # torch.optim.Adam refuses others (mid-run, if not here)
+                raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if self.bottom_width < 2:  # instance norm, a cell's norm choice, needs more than one pixel
+            raise UsageError(f"--bottom-width must be at least 2 (instance norm needs more than one pixel), got "
+                             f"{self.bottom_width}")
+        check_engine(self.engine)
+        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
+            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
+
+
+@dataclass
+class SearchConfig(GANSettings):
     """Every setting of one search run; saved to config.json and into each checkpoint."""
 
     # --- search schedule (AutoGAN's released values)
@@ -51,19 +107,6 @@ class SearchConfig(InputSettings):
     num_candidate: int = 10  # architectures sampled at a stage change to pick the beams from
     topk: int = 5  # beams kept at a stage change (and archs reported at the end)
     rl_num_eval_img: int = 5000  # generated images per Inception Score reward
-    is_splits: int = 10  # Inception Score splits
-    # --- shared GAN
-    gen_bs: int = 128  # generator batch size
-    dis_bs: int = 64  # discriminator batch size (real and fake each)
-    gf_dim: int = 128  # generator channels
-    df_dim: int = 64  # discriminator channels
-    latent_dim: int = 128  # noise dimension
-    bottom_width: int = 4  # spatial size after the first linear layer (4 -> 8 -> 16 -> 32; at least 2)
-    n_critic: int = 5  # discriminator steps per generator step
-    g_lr: float = 2e-4  # generator Adam learning rate
-    d_lr: float = 2e-4  # discriminator Adam learning rate
-    beta1: float = 0.0  # Adam beta1 of both GAN optimizers
-    beta2: float = 0.9  # Adam beta2 of both GAN optimizers
     # --- controller
     ctrl_lr: float = 3.5e-4  # controller Adam learning rate (betas 0, 0.9)
     hid_size: int = 100  # controller LSTM hidden size
@@ -72,35 +115,24 @@ class SearchConfig(InputSettings):
     # --- dynamic reset
     dynamic_reset_threshold: float = 1e-3  # loss-variance level that ends an iteration's GAN training
     dynamic_reset_window: int = 500  # G and D losses kept for the variance check
-    # --- run
-    eval_batch_size: int = 250  # images generated per batch when scoring
-    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
-    seed: int = 12345  # seed of every random stream (0 to 2**63 - 1)
-    device: str = "auto"  # auto, cpu or cuda
-    engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
+    # --- engine
     graph_cache_size: int | None = None  # graphs kept per cache; None = the stage's key space (at most 2048)
     reward_precision: str = "fp32"  # feature network of the reward: fp32, tf32, or bf16 (autocast, channels-last)
 
     def validate(self) -> SearchConfig:
         """Raise UsageError naming the first bad setting."""
-        check_finite(self)
-        positive = ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
-                    "topk", "rl_num_eval_img", "is_splits", "gen_bs", "dis_bs", "gf_dim", "df_dim",
-                    "latent_dim", "bottom_width", "n_critic", "hid_size", "dynamic_reset_window",
-                    "eval_batch_size", "num_grid_images")
-        check_positive(self, (*positive, "g_lr", "d_lr", "ctrl_lr"))
-        check_gan_settings(self)
+        self.validate_gan()
+        check_positive(self, ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
+                              "topk", "rl_num_eval_img", "hid_size", "dynamic_reset_window", "ctrl_lr"))
         if not 0.0 <= self.baseline_decay <= 1.0:  # a moving average's decay; past 1 the baseline explodes
             raise UsageError(f"--baseline-decay must be in [0, 1], got {self.baseline_decay}")
         if self.graph_cache_size is not None:
             check_positive(self, ("graph_cache_size",))
         if self.search_mode not in SEARCH_MODES:
             raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
-        check_engine(self.engine)
         if self.reward_precision not in REWARD_PRECISIONS:
             raise UsageError(f"--reward-precision must be one of {', '.join(REWARD_PRECISIONS)}, got "
                              f"{self.reward_precision!r}")
-        check_shared_settings(self)
         if self.topk > self.num_candidate:
             raise UsageError(f"--topk ({self.topk}) must not exceed --num-candidate ({self.num_candidate})")
         if self.search_mode == "mlas" and not 0 < self.grow_step1 < self.grow_step2:
@@ -114,8 +146,6 @@ class SearchConfig(InputSettings):
         if self.rl_num_eval_img < self.is_splits:
             raise UsageError(f"--rl-num-eval-img ({self.rl_num_eval_img}) must be at least --is-splits "
                              f"({self.is_splits})")
-        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
-            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
         return self
 
     def stage_at(self, search_iter: int) -> int:
@@ -126,51 +156,27 @@ class SearchConfig(InputSettings):
 
 
 @dataclass
-class TrainConfig(InputSettings):
+class TrainConfig(GANSettings):
     """Every setting of one derived-training run; saved to config.json and into each checkpoint."""
 
     # --- schedule (AutoGAN's derived-training values)
     max_iter: int = 50000  # generator iterations (each follows n_critic discriminator steps)
     val_freq: int = 3125  # score IS / FID, save samples and checkpoint every this many G iterations
     num_eval_imgs: int = 50000  # generated images per IS / FID evaluation
-    is_splits: int = 10  # Inception Score splits
-    # --- GAN
-    gen_bs: int = 128  # generator batch size
-    dis_bs: int = 64  # discriminator batch size (real and fake each)
-    gf_dim: int = 256  # generator channels
-    df_dim: int = 128  # discriminator channels
-    latent_dim: int = 128  # noise dimension
-    bottom_width: int = 4  # spatial size after the first linear layer; images are 8x that (4 -> 32 px; at least 2)
-    n_critic: int = 5  # discriminator steps per generator iteration
-    g_lr: float = 2e-4  # generator Adam learning rate
-    d_lr: float = 2e-4  # discriminator Adam learning rate
-    beta1: float = 0.0  # Adam beta1 of both optimizers
-    beta2: float = 0.9  # Adam beta2 of both optimizers
+    gf_dim: int = 256  # generator channels (derived training's; the search shares the GAN at 128)
+    df_dim: int = 128  # discriminator channels (derived training's; the search's is 64)
     ema: float = 0.999  # decay of the moving average of G's weights that is evaluated (0 = G itself)
     lr_decay: bool = False  # decay both learning rates linearly to 0 over max_iter (AutoGAN's --lr_decay)
-    # --- run
-    eval_batch_size: int = 250  # images generated per batch when scoring
-    num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
-    seed: int = 12345  # seed of every random stream, scoring noise included (0 to 2**63 - 1)
-    device: str = "auto"  # auto, cpu or cuda
-    engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
 
     def validate(self) -> TrainConfig:
         """Raise UsageError naming the first bad setting."""
-        check_finite(self)
-        check_positive(self, ("max_iter", "val_freq", "num_eval_imgs", "is_splits", "gen_bs", "dis_bs",
-                              "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic", "g_lr", "d_lr",
-                              "eval_batch_size", "num_grid_images"))
-        check_gan_settings(self)
+        self.validate_gan()
+        check_positive(self, ("max_iter", "val_freq", "num_eval_imgs"))
         if not 0.0 <= self.ema < 1.0:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
-        check_engine(self.engine)
-        check_shared_settings(self)
         if self.num_eval_imgs < max(self.is_splits, 2):
             raise UsageError(f"--num-eval-imgs ({self.num_eval_imgs}) must be at least --is-splits "
                              f"({self.is_splits}) and 2 (FID needs a covariance)")
-        if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
-            raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
         return self
 
 
@@ -196,37 +202,11 @@ def check_finite(config: object) -> None:
             raise UsageError(f"--{flag(name)} must be a finite number, got {value}")
 
 
-def check_gan_settings(config: Any) -> None:
-    """Check the GAN settings search and train share: Adam's betas and the bottom width."""
-    for name in ("beta1", "beta2"):
-        if not 0.0 <= getattr(config, name) < 1.0:  # torch.optim.Adam refuses others (mid-run, if not here)
-            raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(config, name)}")
-    if config.bottom_width < 2:  # instance norm, a cell's norm choice, needs more than one pixel to normalize
-        raise UsageError(f"--bottom-width must be at least 2 (instance norm needs more than one pixel), got "
-                         f"{config.bottom_width}")
-
-
 MAX_SEED = 2**63 - 1  # the largest seed torch's (CPU and CUDA) and NumPy's generators all take
 
 
-def check_shared_settings(config: Any) -> None:
-    """Check the settings every command shares (--kernels, --feature-net, --device, --seed) of any config
-    holding them."""
-    feature_net, device = config.feature_net, config.device
-    seed = getattr(config, "seed", 0)
-    if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in 0..{MAX_SEED} (2**63 - 1), got {seed}")
-    if config.kernels not in KERNEL_BACKENDS:
-        raise UsageError(f"--kernels (or $AUTOGAN_FAST_KERNELS) must be one of {', '.join(KERNEL_BACKENDS)}, got "
-                         f"{config.kernels!r}")
-    if feature_net is not None and feature_net not in FEATURE_NETS:
-        raise UsageError(f"--feature-net must be one of {', '.join(FEATURE_NETS)}, got {feature_net!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu or cuda, got {device!r}")
-
-
 ENGINES = ("auto", "eager", "graph")
-REWARD_PRECISIONS = ("fp32", "tf32", "bf16")  # the reward feature network's arithmetic: autogan_fast/reward.py
+REWARD_PRECISIONS = ("fp32", "tf32", "bf16")  # the reward feature network's arithmetic: autogan_fast/nas/reward.py
 
 
 def check_engine(engine: str) -> None:
@@ -239,24 +219,41 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
     return feature_net or ("digits" if dataset == "digits" else "inception")
 
 
-# The demo preset: the whole search in about 35 s on a 2-core CPU (measured 2026-11-28, digits classifier
-# training included), on the embedded digits.
-# Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px), short iterations and rewards.
-DEMO_OVERRIDES: dict[str, object] = dict(
-    max_search_iter=15, grow_step1=4, grow_step2=8, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
-    rl_num_eval_img=500, gen_bs=64, dis_bs=32, gf_dim=32, df_dim=32, latent_dim=32, bottom_width=2,
-    n_critic=2, g_lr=1e-3, d_lr=1e-3, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
-)
-# The paper preset is the field defaults (AutoGAN's released search) on CIFAR-10.
-PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {"dataset": "cifar10"}}
+# Presets as data: the base values of each command's settings; any flag given overrides them.
+# The search's demo: the whole search in about 35 s on a 2-core CPU (measured 2026-11-28, digits classifier
+# training included), on the embedded digits. Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 ->
+# 16 px), short iterations and rewards. Its paper preset is the field defaults (AutoGAN's released search).
+SEARCH_PRESETS: dict[str, dict[str, object]] = {
+    "demo": dict(
+        max_search_iter=15, grow_step1=4, grow_step2=8, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
+        rl_num_eval_img=500, gen_bs=64, dis_bs=32, gf_dim=32, df_dim=32, latent_dim=32, bottom_width=2,
+        n_critic=2, g_lr=1e-3, d_lr=1e-3, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
+    ),
+    "paper": {"dataset": "cifar10"},
+}
+# Derived training's demo: a whole run in about 8 s on a 2-core CPU (measured 2026-11-28), on the embedded
+# digits at 16 px (bottom width 2): small nets, few iterations (so a fast EMA and a large G learning rate),
+# 1,000-image evaluations. Best digits FID 52.7 and 56.7 with seeds 12345 and 1 (the last evaluation's
+# 126 and 61: tiny GANs oscillate; best.pt keeps the best). Its paper preset is the field defaults
+# (AutoGAN's derived training).
+TRAIN_PRESETS: dict[str, dict[str, object]] = {
+    "demo": dict(
+        max_iter=200, val_freq=50, num_eval_imgs=1000, gen_bs=32, dis_bs=32, gf_dim=16, df_dim=16,
+        latent_dim=32, bottom_width=2, n_critic=2, g_lr=2e-3, d_lr=1e-3, ema=0.95,
+    ),
+    "paper": {"dataset": "cifar10"},
+}
+PRESET_NAMES = ("demo", "paper")
 
 
-def preset_config(preset: str, **overrides: object) -> SearchConfig:
-    """The named preset with `overrides` (None values are ignored) applied on top."""
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return SearchConfig(**values)
+def preset_config(preset: str, cls: type = SearchConfig, **overrides: object):
+    """The named preset of `cls`'s command (SearchConfig: search, TrainConfig: train) with `overrides`
+    (None values are ignored) applied on top."""
+    presets = {SearchConfig: SEARCH_PRESETS, TrainConfig: TRAIN_PRESETS}[cls]
+    if preset not in presets:
+        raise UsageError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
+    values = {**presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return cls(**values)
 
 
 def config_from_dict(data: object, cls: type = SearchConfig):
@@ -286,9 +283,23 @@ def _typed(name: str, value: object, kind: object) -> object:
     raise UsageError(f"saved config: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
-__all__ = ["MAX_SEED", "PRESETS", "InputSettings", "SearchConfig", "TrainConfig", "check_finite", "check_gan_settings",
-           "check_positive", "check_shared_settings", "config_from_dict", "default_feature_net", "field_docs", "flag",
-           "preset_config"]
+__all__ = [
+    "MAX_SEED",
+    "PRESET_NAMES",
+    "SEARCH_PRESETS",
+    "TRAIN_PRESETS",
+    "GANSettings",
+    "InputSettings",
+    "SearchConfig",
+    "TrainConfig",
+    "check_finite",
+    "check_positive",
+    "config_from_dict",
+    "default_feature_net",
+    "field_docs",
+    "flag",
+    "preset_config",
+]
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -35,7 +35,7 @@ from .cli import (
     select_kernels,
     torchrun_world,
 )
-from .config import TrainConfig, check_shared_settings, config_from_dict
+from .config import InputSettings, TrainConfig, config_from_dict
 from .data import load_images
 from .errors import UsageError
 from .metrics import FeatureNet, load_feature_net
@@ -44,8 +44,6 @@ from .metrics.reference import dataset_statistics, reference_statistics
 from .metrics.scoring import score_generator
 from .pretrained import RELEASED, read_generator_file, resolve_arch
 
-# The flags every command shares (same names, meanings and help as `train`'s).
-SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "kernels", "device", "seed")
 FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless --resolution says otherwise
 
 
@@ -70,8 +68,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--resolution", type=int, metavar="PX", help="with --save-stats: image size the "
                                                                      "statistics are taken at (default: the data's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    add_config_flags(parser, TrainConfig,
-                     skip=tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SHARED_FLAGS))
+    add_config_flags(parser, InputSettings)  # the flags every command shares, as train and search have them
     return parser
 
 
@@ -142,7 +139,7 @@ def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
             raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
     positive("resolution", args.resolution)
     config = TrainConfig(**shared)
-    check_shared_settings(config)
+    config.validate_inputs()
     out = Path(args.save_stats).expanduser()
     if not out.parent.is_dir():
         raise UsageError(f"cannot write FID statistics {out}: folder {out.parent} does not exist")
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("give --checkpoint PT (score a trained generator) or --save-stats NPZ (reference "
                          "statistics of real data), exactly one of them")
     positive("batch-size", args.batch_size)
-    shared = explicit_values(args, TrainConfig)
+    shared = explicit_values(args, InputSettings)
     if args.checkpoint is not None:
         result, reports = evaluate_checkpoint(args, shared)
         if not reports:

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .errors import UsageError
+from .models.derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .safe_load import load_weights_only
 from .search_space import decode_arch, parse_arch, validate_arch
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import quantize_images
 from .distributed import SINGLE, World
 from .errors import UsageError
 from .safe_load import load_weights_only
@@ -350,3 +351,22 @@ def save_image_grid(path: Path, images: torch.Tensor, min_cell: int = 32) -> Non
         r, c = divmod(i, side)
         grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + c * (w + 2): 2 + c * (w + 2) + w] = image
     atomic_write(path, lambda f: Image.fromarray(grid).save(f, format="PNG"))
+
+
+def save_samples(gen: torch.nn.Module, arch: list[int], fixed_z: torch.Tensor, path: Path) -> None:
+    """A PNG grid of `arch`'s images from the fixed latent batch (G in eval mode)."""
+    gen.set_arch(arch)
+    was_training = gen.training
+    gen.eval()
+    with torch.no_grad():
+        images = quantize_images(gen(fixed_z))
+    gen.train(was_training)
+    path.parent.mkdir(exist_ok=True)
+    save_image_grid(path, images)
+
+
+def device_name(device: torch.device) -> str:
+    """The name result.json gives the machine: the GPU's, or "cpu"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"

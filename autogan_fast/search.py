@@ -30,10 +30,11 @@ from .cli import (
     unstarted_config,
     unstarted_run,
 )
-from .config import PRESETS, SearchConfig, config_from_dict, flag, preset_config
+from .config import PRESET_NAMES, SearchConfig, TrainConfig, config_from_dict, flag, preset_config
 from .distributed import World
+from .engines.graph import resolve_engine
 from .errors import UsageError
-from .graph_engine import resolve_engine
+from .nas.loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .run_dir import (
     CHECKPOINT,
     LOG,
@@ -44,7 +45,6 @@ from .run_dir import (
     locked_run_dir,
     restoring,
 )
-from .search_loop import CHECKPOINT_FORMAT, SearchState, run_search
 from .search_space import arch_to_str
 from .tensorboard import check_tensorboard, scalar_logger
 
@@ -55,7 +55,7 @@ RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "dev
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m autogan_fast.search", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="demo",
                         help="base settings: demo (CPU-sized, embedded digits) or paper (AutoGAN's released search)")
     add_run_flags(parser, stop_after="stop after checkpointing search iteration ITER")
     add_config_flags(parser, SearchConfig)
@@ -104,10 +104,8 @@ def resumed_config(run_dir: Path, state: dict, overrides: dict[str, object]) -> 
 def train_command(config: SearchConfig, run_dir: Path) -> str:
     """The `train` command line for the search's top architecture: the train preset that fits (demo on
     the digits, paper otherwise) plus every data / scoring / size setting of the search that differs."""
-    from .train import preset_config as train_preset
-
     preset = "demo" if config.dataset == "digits" else "paper"
-    base = train_preset(preset)
+    base = preset_config(preset, TrainConfig)
     words = ["python -m autogan_fast.train", f"--preset {preset}",
              f"--arch-from {shlex.quote(str(run_dir / 'result.json'))}"]
     for name in ("dataset", "data_path", "split", "feature_net", "inception_weights", "bottom_width"):

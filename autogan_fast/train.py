@@ -37,19 +37,19 @@ from .cli import (
     unstarted_config,
     unstarted_run,
 )
-from .config import TrainConfig, config_from_dict, flag
+from .config import PRESET_NAMES, TRAIN_PRESETS, TrainConfig, config_from_dict, flag, preset_config
 from .data import DeviceImageData, EpochBatches
-from .derived import DerivedGenerator
 from .distributed import SINGLE, World, data_parallel
 from .divergence import GAN_SETTINGS, NotFinite, check_checkpoint, diverged_error, require_finite
-from .engine import discriminator_step, generator_step, make_capturable, set_lr
+from .engines.cuda_graphs import GraphCache, capture_backend
+from .engines.eager import discriminator_step, generator_step, make_capturable, set_lr
+from .engines.graph import GANStep, resolve_engine
 from .errors import UsageError
-from .graph_engine import GANStep, resolve_engine
-from .graphs import GraphCache, capture_backend
 from .metrics.feature_net import FeatureNet
 from .metrics.reference import reference_statistics
 from .metrics.scoring import score_generator
 from .models import Discriminator, init_weights, sync_batch_norm
+from .models.derived import DerivedGenerator
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
@@ -58,6 +58,7 @@ from .run_dir import (
     RESULT,
     JsonlLog,
     check_entries,
+    device_name,
     finished_result,
     load_checkpoint,
     locked_run_dir,
@@ -65,9 +66,9 @@ from .run_dir import (
     restoring,
     rng_state,
     save_checkpoint,
+    save_samples,
     write_json,
 )
-from .search_loop import device_name, save_samples
 from .search_space import arch_to_str, validate_arch
 from .tensorboard import ScalarLogger, check_tensorboard, scalar_logger
 
@@ -76,24 +77,9 @@ BEST = "best.pt"
 PAPER_ARCH = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)
 
 
-# The demo preset: a whole run in about 8 s on a 2-core CPU (measured 2026-11-28), on the embedded digits
-# at 16 px (bottom width 2): small nets, few iterations (so a fast EMA and a large G learning rate),
-# 1,000-image evaluations. Best digits FID 52.7 and 56.7 with seeds 12345 and 1 (the last evaluation's
-# 126 and 61: tiny GANs oscillate; best.pt keeps the best).
-DEMO_OVERRIDES: dict[str, object] = dict(
-    max_iter=200, val_freq=50, num_eval_imgs=1000, gen_bs=32, dis_bs=32, gf_dim=16, df_dim=16,
-    latent_dim=32, bottom_width=2, n_critic=2, g_lr=2e-3, d_lr=1e-3, ema=0.95,
-)
-PRESETS: dict[str, dict[str, object]] = {"demo": DEMO_OVERRIDES, "paper": {"dataset": "cifar10"}}
 # Settings a resumed run may change: where things are, how long to go on and how it is scored.
 RESUMABLE_OVERRIDES = ("max_iter", "data_path", "inception_weights", "device", "engine", "eval_batch_size",
                        "val_freq", "num_eval_imgs", "kernels")
-
-
-def preset_config(preset: str, **overrides: object) -> TrainConfig:
-    """The named preset with `overrides` (None values are ignored) applied on top."""
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return TrainConfig(**values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,8 +353,8 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m autogan_fast.train", description=__doc__.splitlines()[0])
-    demo = ", ".join(f"{flag(k)} {v}" for k, v in DEMO_OVERRIDES.items())
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+    demo = ", ".join(f"{flag(k)} {v}" for k, v in TRAIN_PRESETS["demo"].items())
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="demo",
                         help=f"base settings: demo (CPU-sized, embedded digits: {demo}) or paper (AutoGAN's "
                              f"derived training on CIFAR-10: the defaults shown below)")
     parser.add_argument("--arch", nargs="+", metavar="ARCH",
@@ -417,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset
     saved = None
     if run_dir is None:
-        config = preset_config(args.preset, **overrides).validate()
+        config = preset_config(args.preset, TrainConfig, **overrides).validate()
         arch = chosen_arch(args)
     else:
         if args.arch is not None or args.arch_from is not None or args.rank is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from autogan_fast.reward import fp32_precision
+from autogan_fast.nas.reward import fp32_precision
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +175,7 @@ def op_flags():
     cuDNN autotuning (it gives the eager conv its best algorithm). Restored on exit. The end-to-end rows
     run with PyTorch's defaults, as the search and training commands do.
 
-    TF32 through the reward's switch (`autogan_fast.reward.fp32_precision`): legacy setters that keep
+    TF32 through the reward's switch (`autogan_fast.nas.reward.fp32_precision`): legacy setters that keep
     torch >= 2.9's per-op flags consistent, and an exact restore that never reads a flag that could raise."""
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from autogan_fast.reward import spearman
+from autogan_fast.nas.reward import spearman
 
 from .flops import feature_net_flops_per_image
 from .harness import PRIORITY_ENGINE, measure, new_info, row_failed, skip_row, synced_perf_counter, variant_skip_reason

@@ -29,25 +29,25 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from autogan_fast import engine as engine_module
 from autogan_fast.config import SearchConfig, TrainConfig, preset_config
-from autogan_fast.controller import Beams, Controller
 from autogan_fast.data import DeviceImageData
-from autogan_fast.engine import (
+from autogan_fast.engines import eager as engine_module
+from autogan_fast.engines.cuda_graphs import CaptureBackend, GraphCache, capture_backend
+from autogan_fast.engines.eager import (
     LossWindow,
     SharedGAN,
     discriminator_step,
     generator_step,
-    inception_score,
     train_shared,
 )
-from autogan_fast.graph_engine import GANStep, train_shared_graph
-from autogan_fast.graphs import CaptureBackend, GraphCache, capture_backend
+from autogan_fast.engines.graph import GANStep, train_shared_graph
 from autogan_fast.kernels import use_backend
 from autogan_fast.metrics.feature_net import FeatureNet, check_uint8_images
-from autogan_fast.reward import RewardPipeline, fp32_precision
+from autogan_fast.metrics.scoring import inception_score
+from autogan_fast.nas.controller import Beams, Controller
+from autogan_fast.nas.loop import SearchState, graph_cache_sizes, new_controller, train_controller
+from autogan_fast.nas.reward import RewardPipeline, fp32_precision
 from autogan_fast.run_dir import JsonlLog
-from autogan_fast.search_loop import SearchState, graph_cache_sizes, new_controller, train_controller
 from autogan_fast.train import PAPER_ARCH, TrainState
 
 from .flops import GanFlops, feature_net_flops_per_image, reward_flops

@@ -1,6 +1,6 @@
 """A stand-in for CUDA-graph capture on the CPU, for the tests of the graph cache's users."""
 
-from autogan_fast.graphs import CaptureBackend
+from autogan_fast.engines.cuda_graphs import CaptureBackend
 
 
 class RecordingBackend(CaptureBackend):

@@ -152,7 +152,7 @@ def test_sigterm_still_writes_the_results_file(tmp_path):
 def test_op_flags_restore_the_tf32_state_inside_a_reward_precision():
     """torch >= 2.9 raises reading a legacy TF32 flag inside the reward's fp32 context (new API): the op
     rows' switch and the machine info must not."""
-    from autogan_fast.reward import fp32_precision
+    from autogan_fast.nas.reward import fp32_precision
     from benchmarks.machine import op_flags, tf32_flags
 
     start = tf32_flags()
@@ -214,7 +214,7 @@ def test_inception_v3_counts_its_published_5_7_gmac():
 
 def test_a_paper_d_step_is_about_100_gflop():
     """DESIGN.md section 4's cost model: ~100 GFLOP per D step at 32 px (gf 128, df 64, batch 64)."""
-    from autogan_fast.engine import SharedGAN
+    from autogan_fast.engines.eager import SharedGAN
 
     config = shared_config("full")
     gan = SharedGAN.create(config, torch.device("cpu"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from autogan_fast.controller import Beams, Controller, ReinforceBaseline, reinforce_loss
+from autogan_fast.nas.controller import Beams, Controller, ReinforceBaseline, reinforce_loss
 from autogan_fast.search_space import ARCH_LENGTHS, validate_arch
 
 

@@ -20,8 +20,8 @@ from autogan_fast import evaluate, search, train
 from autogan_fast.cli import run_cli
 from autogan_fast.data import EpochBatches
 from autogan_fast.distributed import World
+from autogan_fast.engines.graph import resolve_engine
 from autogan_fast.errors import UsageError
-from autogan_fast.graph_engine import resolve_engine
 from autogan_fast.kernels import InceptionStats
 from autogan_fast.metrics.fid import load_fid_stats
 from autogan_fast.metrics.scoring import LATENT_BLOCK, image_latents

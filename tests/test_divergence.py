@@ -14,11 +14,11 @@ from test_train_evaluate import TINY as TRAIN_TINY
 
 from autogan_fast import search, train
 from autogan_fast.config import SearchConfig, TrainConfig, preset_config
-from autogan_fast.controller import Controller
 from autogan_fast.data import DeviceImageData, load_images
 from autogan_fast.divergence import first_non_finite
-from autogan_fast.engine import LossWindow, SharedGAN, train_shared
+from autogan_fast.engines.eager import LossWindow, SharedGAN, train_shared
 from autogan_fast.errors import DivergedError, UsageError
+from autogan_fast.nas.controller import Controller
 
 DIVERGED = 3  # the exit status of a run that diverged (bad input is 2)
 
@@ -178,4 +178,4 @@ def test_every_float_search_setting_must_be_finite(name, value):
 @pytest.mark.parametrize("value", [math.inf, math.nan])
 def test_every_float_train_setting_must_be_finite(name, value):
     with pytest.raises(UsageError, match=rf"--{name.replace('_', '-')} must be a finite number"):
-        train.preset_config("demo", **{name: value}).validate()
+        preset_config("demo", TrainConfig, **{name: value}).validate()

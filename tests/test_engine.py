@@ -5,7 +5,7 @@ import torch
 
 from autogan_fast.config import preset_config
 from autogan_fast.data import DeviceImageData, EpochBatches, load_images, quantize_images, resize_uint8
-from autogan_fast.engine import LossWindow, SharedGAN, dynamic_reset_due, hinge_d_loss, train_shared
+from autogan_fast.engines.eager import LossWindow, SharedGAN, dynamic_reset_due, hinge_d_loss, train_shared
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=16, gen_bs=16)
 

@@ -18,17 +18,17 @@ from capture_helpers import RecordingBackend
 
 from autogan_fast.config import preset_config
 from autogan_fast.data import DeviceImageData, load_images
-from autogan_fast.engine import LossWindow, SharedGAN, train_shared
+from autogan_fast.engines.cuda_graphs import CaptureBackend, GraphCache, GraphCaptureError
+from autogan_fast.engines.eager import LossWindow, SharedGAN, train_shared
+from autogan_fast.engines.graph import RESET_CHECK_EVERY, resolve_engine, train_shared_graph
 from autogan_fast.errors import UsageError
-from autogan_fast.graph_engine import RESET_CHECK_EVERY, resolve_engine, train_shared_graph
-from autogan_fast.graphs import CaptureBackend, GraphCache, GraphCaptureError
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=8, gen_bs=8)
 CPU = torch.device("cpu")
 
 
 def random_archs(stage, n, seed):
-    from autogan_fast.controller import Controller
+    from autogan_fast.nas.controller import Controller
 
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -203,7 +203,7 @@ def test_capture_neither_synchronizes_nor_empties_the_allocator(monkeypatch):
     """`torch.cuda.graph` would run synchronize() and empty_cache() at every capture; the backend calls
     capture_begin(pool=...) / capture_end() on its own stream instead, one pool until a flush."""
     fake = FakeCuda(monkeypatch)
-    from autogan_fast.graphs import CudaGraphBackend
+    from autogan_fast.engines.cuda_graphs import CudaGraphBackend
 
     cache = GraphCache(CudaGraphBackend(torch.device("cuda")), max_graphs=2)
     for key in ["a", "b", "a", "c"]:  # "c" flushes: a fresh pool for its capture
@@ -217,7 +217,7 @@ def test_capture_neither_synchronizes_nor_empties_the_allocator(monkeypatch):
 
 
 def test_each_search_cache_has_its_own_backend_and_the_stages_key_space():
-    from autogan_fast.search_loop import AUTO_GRAPH_CACHE_CAP, graph_cache_sizes
+    from autogan_fast.nas.loop import AUTO_GRAPH_CACHE_CAP, graph_cache_sizes
 
     config = preset_config("paper")
     # D and D+G graphs per architecture; reward: a generator graph per architecture + the feature graph
@@ -287,7 +287,7 @@ def test_graph_engine_matches_eager_on_gpu(cuda_digits, monkeypatch):
     afterwards the same training statistically (mean losses over the phase within 20%)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    from autogan_fast.graphs import CudaGraphBackend
+    from autogan_fast.engines.cuda_graphs import CudaGraphBackend
 
     config = preset_config("demo", **GPU_TINY, shared_epoch=4, n_critic=5, dynamic_reset_threshold=0.0,
                            dynamic_reset_window=128).validate()  # no wrap: values[:10] are the first losses
@@ -317,7 +317,7 @@ def test_graph_cache_memory_is_bounded_while_archs_cycle(cuda_digits):
     import itertools
     import random
 
-    from autogan_fast.graphs import CudaGraphBackend
+    from autogan_fast.engines.cuda_graphs import CudaGraphBackend
 
     config = preset_config("demo", **GPU_TINY, shared_epoch=1, n_critic=1, dynamic_reset_threshold=0.0).validate()
     cells = list(itertools.product(range(2), range(3), range(3), range(2)))  # one cell's 36 choices
@@ -338,8 +338,8 @@ def test_graph_cache_memory_is_bounded_while_archs_cycle(cuda_digits):
 
 @pytest.mark.gpu
 def test_no_host_sync_inside_a_captured_step(cuda_digits):
-    from autogan_fast.graph_engine import GANStep
-    from autogan_fast.graphs import CudaGraphBackend
+    from autogan_fast.engines.cuda_graphs import CudaGraphBackend
+    from autogan_fast.engines.graph import GANStep
 
     config = preset_config("demo", **GPU_TINY, dynamic_reset_window=4).validate()
     gan, (g_window, d_window) = _cuda_gan(config, capturable=True)
@@ -371,7 +371,7 @@ def test_a_training_step_reads_nothing_back_to_the_host(digits, arch):
     non-capturable Adam reads its step count with .item(); CUDA runs the capturable one."""
     from sync_guard import NoHostSync
 
-    from autogan_fast.graph_engine import GANStep
+    from autogan_fast.engines.graph import GANStep
 
     stage = (len(arch) - 4) // 5
     config = preset_config("demo", **TINY, dynamic_reset_window=4).validate()
@@ -442,7 +442,7 @@ def test_a_failed_gpu_capture_is_one_clear_error():
     with GraphCaptureError naming the key and --engine eager; no fallback runs it again."""
     result = _run_python("""
         import torch
-        from autogan_fast.graphs import CudaGraphBackend, GraphCache, GraphCaptureError
+        from autogan_fast.engines.cuda_graphs import CudaGraphBackend, GraphCache, GraphCaptureError
         x = torch.zeros(4, device="cuda")
         def step():
             x.add_(torch.randn(4, device="cuda"))
@@ -465,7 +465,7 @@ def test_flushing_one_cache_leaves_another_caches_graphs_valid():
     The other's graph still replays the eager result: the caches do not share a stream."""
     result = _run_python("""
         import torch
-        from autogan_fast.graphs import CudaGraphBackend, GraphCache
+        from autogan_fast.engines.cuda_graphs import CudaGraphBackend, GraphCache
         torch.backends.cuda.matmul.allow_tf32 = False
         a, b = torch.randn(512, 512, device="cuda"), torch.randn(512, 512, device="cuda")
         out = torch.empty(512, 512, device="cuda")

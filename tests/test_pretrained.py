@@ -13,8 +13,8 @@ from autogan_reference import AuthorsGenerator, full_checkpoint, randomize, save
 
 from autogan_fast import load_generator
 from autogan_fast.config import TrainConfig
-from autogan_fast.derived import DerivedGenerator
 from autogan_fast.errors import UsageError
+from autogan_fast.models.derived import DerivedGenerator
 from autogan_fast.pretrained import CHECKPOINT_FORMAT, RELEASED, read_generator_file, resolve_arch
 
 ARCH_A = (1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3)

@@ -1,4 +1,4 @@
-"""The captured reward pipeline (autogan_fast/reward.py) and the no-host-sync guard (sync_guard.py).
+"""The captured reward pipeline (autogan_fast/nas/reward.py) and the no-host-sync guard (sync_guard.py).
 
 Tiny shapes throughout: the shared generator at latent 8, gf 4, bottom width 2 (4 px at stage 0,
 8 px at stage 1) scored by the embedded digits classifier (trained once per test session).
@@ -12,13 +12,13 @@ from capture_helpers import RecordingBackend
 from sync_guard import HostSyncError, NoHostSync
 
 from autogan_fast.data import quantize_images
-from autogan_fast.engine import inception_score
-from autogan_fast.graphs import CaptureBackend, GraphCache
+from autogan_fast.engines.cuda_graphs import CaptureBackend, GraphCache
 from autogan_fast.kernels import InceptionStats
 from autogan_fast.metrics.digits_net import load_digits_net
 from autogan_fast.metrics.inception import InceptionV3FeatureNet
+from autogan_fast.metrics.scoring import inception_score
 from autogan_fast.models import SharedGenerator, init_weights
-from autogan_fast.reward import (
+from autogan_fast.nas.reward import (
     DEFAULT_REWARD_PRECISION,
     REWARD_PRECISIONS,
     RewardPipeline,
@@ -361,7 +361,7 @@ def test_cuda_graphs_give_the_eager_reward_without_syncs(precision):
     measured on the CPU in test_last_batch_is_cut); it fails on another noise draw (~1e-2) or a replay
     that reads a stale or wrong buffer. The engine's eager reward is compared in fp32 only: its
     feature net runs under the ambient switches (IEEE matmuls by default; the digits net has no conv)."""
-    from autogan_fast.graphs import CudaGraphBackend
+    from autogan_fast.engines.cuda_graphs import CudaGraphBackend
 
     device = torch.device("cuda")
     net = load_digits_net(device)

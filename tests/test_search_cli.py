@@ -310,8 +310,8 @@ def test_top_k_keeps_duplicates_as_autogan_and_the_result_is_distinct(monkeypatc
     over candidates); each candidate is scored on its own, and the result list shows it once."""
     import torch
 
-    from autogan_fast import search_loop
     from autogan_fast.config import preset_config
+    from autogan_fast.nas import loop as search_loop
 
     config = preset_config("demo", gf_dim=4, df_dim=4, latent_dim=8, num_candidate=4, topk=3).validate()
     state = search_loop.SearchState.create(config, torch.device("cpu"))
@@ -412,7 +412,7 @@ def test_bad_kernels_choice_is_one_line(tmp_path, capsys, monkeypatch, kernels_b
 def test_a_run_killed_before_its_first_checkpoint_resumes_as_a_fresh_start(full_run, tmp_path, capsys, monkeypatch):
     """A kill (here Ctrl-C) before the first checkpoint leaves config.json and part of a log: --resume
     starts the run afresh with the saved settings and gets the uninterrupted run's result; --out says so."""
-    from autogan_fast import search_loop
+    from autogan_fast.nas import loop as search_loop
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

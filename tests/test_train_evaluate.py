@@ -15,14 +15,15 @@ from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured
 
 from autogan_fast import evaluate, load_generator, train
 from autogan_fast.cli import run_cli
+from autogan_fast.config import TrainConfig, preset_config
 from autogan_fast.data import load_images
-from autogan_fast.derived import DerivedGenerator
 from autogan_fast.errors import UsageError
 from autogan_fast.metrics import load_feature_net
 from autogan_fast.metrics.fid import load_fid_stats, save_fid_stats
 from autogan_fast.metrics.reference import cache_path, dataset_statistics, reference_statistics
 from autogan_fast.metrics.scoring import score_generator
 from autogan_fast.models import SharedGenerator, init_weights
+from autogan_fast.models.derived import DerivedGenerator
 
 # Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
 TINY = ["--gf-dim", "8", "--df-dim", "8", "--latent-dim", "8", "--gen-bs", "16", "--dis-bs", "16",
@@ -101,7 +102,7 @@ def test_derived_generator_arch_is_fixed():
 
 
 def test_ema_is_the_moving_average_of_parameters_and_a_copy_of_buffers():
-    config = train.preset_config("demo", gf_dim=4, df_dim=4, latent_dim=4, ema=0.75).validate()
+    config = preset_config("demo", TrainConfig, gf_dim=4, df_dim=4, latent_dim=4, ema=0.75).validate()
     state = train.TrainState.create(config, train.PAPER_ARCH, torch.device("cpu"))
     before = [p.clone() for p in state.ema.parameters()]
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Scoring a generator: IS and FID of its images, as training logs them and `evaluate` reports them.
+"""Scoring a generator: IS and FID of its images, as training logs them and `evaluate` reports them,
+and the search's reward (IS of generated images) run eagerly.
 
 Image i's latent is a function of the seed and i alone (`image_latents`), never of the batch size,
 the order of generation or the number of processes, so the ranks of a torchrun job can each generate
@@ -7,8 +8,11 @@ a share of the images and together score exactly the images one process does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import quantize_images
 from ..distributed import SINGLE, World
@@ -82,4 +86,45 @@ def score_generator(gen: SharedGenerator, feature_net: FeatureNet, reference: tu
             "fid": frechet_distance(mu, sigma, *reference)}
 
 
-__all__ = ["LATENT_BLOCK", "image_latents", "score_generator", "seeded_statistics"]
+# ---------------------------------------------------------------------------------------------
+# The search's reward, eagerly (the captured form is autogan_fast/nas/reward.py)
+
+
+def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size: int,
+                   device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches of generated images, quantized to uint8 exactly as real images are stored.
+
+    Runs `gen` as it is (the caller chooses train or eval mode) without gradients. Every batch draws
+    a full `batch_size` of noise and generates it, the last one then cut to the images still wanted:
+    one static shape (what a captured reward pipeline needs) and the same random stream as one.
+    """
+    for start in range(0, num_images, batch_size):
+        z = torch.randn(batch_size, latent_dim, device=device)
+        with torch.no_grad():
+            yield quantize_images(gen(z))[: num_images - start]
+
+
+def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
+                         batch_size: int, splits: int, device: torch.device) -> InceptionStats:
+    """IS and FID statistics of `num_images` generated images (G in eval mode), accumulated on the device."""
+    stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits, device=device)
+    was_training = gen.training
+    gen.eval()
+    try:
+        for images in generate_uint8(gen, num_images, latent_dim, batch_size, device):
+            with torch.no_grad():
+                stats.update(*feature_net(images))
+    finally:
+        gen.train(was_training)
+    return stats
+
+
+def inception_score(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
+                    batch_size: int, splits: int, device: torch.device) -> float:
+    """The reward: mean IS of `num_images` generated images under `feature_net`."""
+    stats = generator_statistics(gen, feature_net, num_images, latent_dim, batch_size, splits, device)
+    return stats.inception_score()[0]  # host sync: one per reward
+
+
+__all__ = ["LATENT_BLOCK", "generate_uint8", "generator_statistics", "image_latents", "inception_score",
+           "score_generator", "seeded_statistics"]

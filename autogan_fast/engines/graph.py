@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .config import ENGINES, SearchConfig, check_engine
-from .data import DeviceImageData, gather_batch
-from .engine import LossWindow, SharedGAN, TrainSummary, discriminator_step, generator_step, loss_variance_low
-from .errors import UsageError
-from .graphs import GraphCache
+from ..config import ENGINES, SearchConfig, check_engine
+from ..data import DeviceImageData, gather_batch
+from ..errors import UsageError
+from .cuda_graphs import GraphCache
+from .eager import LossWindow, SharedGAN, TrainSummary, discriminator_step, generator_step, loss_variance_low
 
 __all__ = ["ENGINES", "RESET_CHECK_EVERY", "GANStep", "resolve_engine", "train_shared_graph"]
 

@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .config import SearchConfig
-from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
-from .data import DeviceImageData, quantize_images
-from .distributed import SINGLE, World
-from .divergence import (
+from ..config import SearchConfig
+from ..data import DeviceImageData
+from ..distributed import SINGLE, World
+from ..divergence import (
     CONTROLLER_SETTINGS,
     GAN_SETTINGS,
     NotFinite,
@@ -31,23 +30,26 @@ from .divergence import (
     diverged_error,
     require_finite,
 )
-from .engine import LossWindow, SharedGAN, inception_score, make_capturable, train_shared
-from .graph_engine import train_shared_graph
-from .graphs import GraphCache, capture_backend
-from .metrics.feature_net import FeatureNet
-from .reward import RewardPipeline
-from .run_dir import (
+from ..engines.cuda_graphs import GraphCache, capture_backend
+from ..engines.eager import LossWindow, SharedGAN, make_capturable, train_shared
+from ..engines.graph import train_shared_graph
+from ..metrics.feature_net import FeatureNet
+from ..metrics.scoring import inception_score
+from ..run_dir import (
     CHECKPOINT,
     LOG,
     JsonlLog,
+    device_name,
     restore_rng_state,
     rng_state,
     save_checkpoint,
-    save_image_grid,
+    save_samples,
     write_json,
 )
-from .search_space import arch_to_str, search_space_size
-from .tensorboard import ScalarLogger
+from ..search_space import arch_to_str, search_space_size
+from ..tensorboard import ScalarLogger
+from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
+from .reward import RewardPipeline
 
 # The settings a divergence message names for each part of the checkpoint.
 CHECKPOINT_SETTINGS = {"gan": GAN_SETTINGS, "g_window": GAN_SETTINGS, "d_window": GAN_SETTINGS,
@@ -377,21 +379,3 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     if world.is_main:
         write_json(run_dir / "result.json", result)
     return result
-
-
-def save_samples(gen: torch.nn.Module, arch: list[int], fixed_z: torch.Tensor, path: Path) -> None:
-    """A PNG grid of `arch`'s images from the fixed latent batch (G in eval mode)."""
-    gen.set_arch(arch)
-    was_training = gen.training
-    gen.eval()
-    with torch.no_grad():
-        images = quantize_images(gen(fixed_z))
-    gen.train(was_training)
-    path.parent.mkdir(exist_ok=True)
-    save_image_grid(path, images)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .models import SharedGenerator
-from .models.generator import Cell
-from .search_space import ARCH_LENGTHS, NUM_CELLS, CellChoice, validate_arch
+from ..search_space import ARCH_LENGTHS, NUM_CELLS, CellChoice, validate_arch
+from . import SharedGenerator
+from .generator import Cell
 
 FULL_ARCH_LENGTH = ARCH_LENGTHS[-1]  # all three cells (stage 2)
 

@@ -52,11 +52,11 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .config import REWARD_PRECISIONS
-from .data import quantize_images
-from .graphs import GraphCache
-from .kernels import InceptionStats
-from .metrics.feature_net import FeatureNet
+from ..config import REWARD_PRECISIONS
+from ..data import quantize_images
+from ..engines.cuda_graphs import GraphCache
+from ..kernels import InceptionStats
+from ..metrics.feature_net import FeatureNet
 
 DEFAULT_REWARD_PRECISION = "fp32"  # until the benchmark measures otherwise (see the header)
 MIN_RANK_CORRELATION = 0.98  # a precision may replace fp32 when its rewards rank architectures this alike

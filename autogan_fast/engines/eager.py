@@ -1,4 +1,4 @@
-"""Shared-GAN training (hinge loss, n_critic, dynamic reset) and the Inception-Score reward.
+"""Shared-GAN training: hinge loss, n_critic, dynamic reset (the eager engine; `--engine eager`).
 
 As AutoGAN's `train_shared`: real batches from shuffled epochs (a new pass starts with every call),
 one controller-sampled architecture per D step, the G step on D steps 0, n_critic, 2 n_critic, ...
@@ -16,7 +16,7 @@ Deliberate differences from the reference, both for speed:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import SearchConfig
-from .data import DeviceImageData, quantize_images
-from .distributed import SINGLE, World
-from .kernels import InceptionStats
-from .metrics.feature_net import FeatureNet
-from .models import Discriminator, SharedGenerator, init_weights, sync_batch_norm
+from ..config import SearchConfig
+from ..data import DeviceImageData
+from ..distributed import SINGLE, World
+from ..models import Discriminator, SharedGenerator, init_weights, sync_batch_norm
 
 
 @dataclass
@@ -259,39 +257,3 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
             break
     steps = step + 1 if total_steps else 0
     return TrainSummary(steps, g_steps, (d_sum / max(steps, 1)).item(), (g_sum / max(g_steps, 1)).item(), reset)
-
-
-def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size: int,
-                   device: torch.device) -> Iterator[torch.Tensor]:
-    """Batches of generated images, quantized to uint8 exactly as real images are stored.
-
-    Runs `gen` as it is (the caller chooses train or eval mode) without gradients. Every batch draws
-    a full `batch_size` of noise and generates it, the last one then cut to the images still wanted:
-    one static shape (what a captured reward pipeline needs) and the same random stream as one.
-    """
-    for start in range(0, num_images, batch_size):
-        z = torch.randn(batch_size, latent_dim, device=device)
-        with torch.no_grad():
-            yield quantize_images(gen(z))[: num_images - start]
-
-
-def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
-                         batch_size: int, splits: int, device: torch.device) -> InceptionStats:
-    """IS and FID statistics of `num_images` generated images (G in eval mode), accumulated on the device."""
-    stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits, device=device)
-    was_training = gen.training
-    gen.eval()
-    try:
-        for images in generate_uint8(gen, num_images, latent_dim, batch_size, device):
-            with torch.no_grad():
-                stats.update(*feature_net(images))
-    finally:
-        gen.train(was_training)
-    return stats
-
-
-def inception_score(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
-                    batch_size: int, splits: int, device: torch.device) -> float:
-    """The reward: mean IS of `num_images` generated images under `feature_net`."""
-    stats = generator_statistics(gen, feature_net, num_images, latent_dim, batch_size, splits, device)
-    return stats.inception_score()[0]  # host sync: one per reward

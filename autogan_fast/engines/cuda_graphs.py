@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .errors import UsageError
-from .kernels import invalidate_weight_caches
+from ..errors import UsageError
+from ..kernels import invalidate_weight_caches
 
 Step = Callable[[], None]
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .search_space import NUM_CELLS, decision_sizes
+from ..search_space import NUM_CELLS, decision_sizes
 
 
 @dataclass
