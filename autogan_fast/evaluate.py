@@ -6,9 +6,8 @@
 
 With --checkpoint (checkpoint.pt or best.pt of a `train` run) the EMA generator is scored exactly as
 training scores it, so by default (the run's seed and image count) the numbers equal the ones
-training logged at that iteration (for runs trained since image latents became per-image seeded,
-the release that added torchrun): image i's latent depends only on the seed and i, whatever the
-batch size or the number of torchrun processes sharing the images. FID is against --fid-stats, or
+training logged at that iteration: image i's latent depends only on the seed and i
+(`metrics.scoring.image_latents`), whatever the batch size or the number of processes. FID is against --fid-stats, or
 else against the cached reference statistics of the run's dataset. The data and scoring flags
 default to the run's own.
 AutoGAN's own generator files (released `.pth` or its derived-training checkpoints) carry no settings:

@@ -243,8 +243,8 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
     TensorBoard) gets IS, FID, the mean losses and the learning rate of every evaluation.
 
-    Under torchrun (`state.world`) G and D train as DistributedDataParallel, each rank on its rows of
-    every global batch; the ranks share each evaluation's images; rank 0 alone writes and prints.
+    Under torchrun (`state.world`, design in `distributed`): G and D train as DistributedDataParallel
+    and the ranks share each evaluation's images.
     """
     config = state.config
     world = state.world

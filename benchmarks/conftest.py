@@ -1,7 +1,7 @@
 """pytest-benchmark configuration of the benchmark suite (`pytest benchmarks/`).
 
 Options (besides pytest-benchmark's own `--benchmark-json`, `--benchmark-compare`, `--benchmark-disable`):
-    --bench-size full|tiny      shapes: the issue's (default with CUDA) or the CPU smoke test's (default without)
+    --bench-size full|tiny      shapes: AutoGAN's (default with CUDA) or the CPU smoke test's (default without)
     --bench-compile auto|on|off torch.compile variants: auto = on with CUDA, off on a CPU
     --bench-compile-backend B   torch.compile backend (default inductor; the tests use aot_eager)
     --bench-budget-s S          session time budget: a variant starts only if its estimate fits
@@ -38,7 +38,7 @@ from .machine import machine_info as gather_machine_info
 def pytest_addoption(parser):
     group = parser.getgroup("autogan-fast benchmarks")
     group.addoption("--bench-size", choices=SIZES, default=None,
-                    help="full: the issue's shapes (default with CUDA); tiny: the CPU smoke shapes (default without)")
+                    help="full: AutoGAN's shapes (default with CUDA); tiny: the CPU smoke shapes (default without)")
     group.addoption("--bench-compile", choices=("auto", "on", "off"), default="auto",
                     help="torch.compile variants: auto = on with CUDA, off on a CPU")
     group.addoption("--bench-compile-backend", default="inductor", help="torch.compile backend of the compile variants")

@@ -67,7 +67,7 @@ class Settings:
     """One benchmark session's choices (benchmarks/conftest.py builds it from the command line)."""
 
     device: torch.device
-    size: str  # "full": the issue's shapes (a GPU); "tiny": the CPU smoke shapes
+    size: str  # "full": AutoGAN's shapes (a GPU); "tiny": the CPU smoke shapes
     timing: bool  # False under --benchmark-disable: every row runs its calls once each, untimed
     compile: bool  # whether torch.compile variants run
     compile_skip_reason: str | None

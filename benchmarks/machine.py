@@ -171,7 +171,7 @@ def tf32_flags() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def op_flags():
-    """The op rows' settings, as the issue-4 benchmark ran them: TF32 convs (cuDNN's default) and matmuls,
+    """The op rows' settings, as the op benchmarks run them: TF32 convs (cuDNN's default) and matmuls,
     cuDNN autotuning (it gives the eager conv its best algorithm). Restored on exit. The end-to-end rows
     run with PyTorch's defaults, as the search and training commands do.
 

@@ -1,4 +1,4 @@
-"""The fused-op cases (issue 4's shapes): grouped spectral norm, upsample+conv, Inception statistics.
+"""The fused-op cases (AutoGAN's shapes): grouped spectral norm, upsample+conv, Inception statistics.
 
 Each case builds fresh state per variant:
     triton   the fused op through its public API under `use_backend("triton")`; CUDA only
@@ -34,7 +34,7 @@ from autogan_fast.kernels import (
 from autogan_fast.kernels.inception_stats import InceptionTotals
 from autogan_fast.models.discriminator import STAGE_BLOCKS, Discriminator
 
-# Issue 4's speed targets: min speedup of the triton row over the eager row.
+# The speed targets: min speedup of the triton row over the eager row.
 SN_TARGET = 5.0  # grouped SN of the whole discriminator vs torch.nn.utils.spectral_norm, fwd+bwd
 UPCONV_TARGET = 1.5  # upsample + conv fwd+bwd vs interpolate + cuDNN conv, 16->32 px, 128 ch, batch 64 / 128
 STATS_TARGET = 3.0  # Inception stats update vs eager torch float64, batch 100 / 250 / 500

@@ -13,7 +13,7 @@ Speed-up of an entry vs X = median of variant X with the same row and label / th
 The baseline "eager" of the `reward` row is its eager fp32 reward (variant `eager`; the `fp32`
 precision variant stands in when no `eager` entry exists).
 
-Targets (issue 10). An entry's speed-up targets are its `extra_info.target` (`{"min_speedup", "vs"}`,
+Targets. An entry's speed-up targets are its `extra_info.target` (`{"min_speedup", "vs"}`,
 or a list of them) when the key is present, otherwise the defaults below; two conditions that are not
 speed-ups are always added:
 
@@ -63,7 +63,7 @@ class Target:
 
 
 def _upconv_target_label(label: str) -> bool:
-    """The issue's upconv shapes: 16 -> 32 px, 128 channels, batch 64 or 128 (forward+backward)."""
+    """The target's upconv shapes: 16 -> 32 px, 128 channels, batch 64 or 128 (forward+backward)."""
     numbers = {int(n) for n in re.findall(r"\d+", label)}
     fwd_only = "fwd" in label.lower() and "bwd" not in label.lower()
     return {16, 32, 128} <= numbers <= {16, 32, 64, 128} and not fwd_only

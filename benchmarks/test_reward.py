@@ -1,6 +1,6 @@
 """Row `reward`: the search reward, Inception Score of 5,000 generated images (full size), per call.
 
-Variants: `eager` is the eager reward (`engine.inception_score`: literal PyTorch ops, exact fp32) and
+Variants: `eager` is the eager reward (`metrics.scoring.inception_score`: literal PyTorch ops, exact fp32) and
 `fp32` / `tf32` / `bf16` the device pipeline (`RewardPipeline`: noise, generator, uint8, feature net and
 IS statistics over static buffers, captured as CUDA graphs on a GPU) at each reward precision. Each
 call scores the next of 20 distinct stage-2 architectures of a fresh shared GAN (after one warm-up

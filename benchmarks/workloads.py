@@ -6,11 +6,11 @@ training (gf 256, df 128); "tiny" is the CPU smoke test (16 channels, 4 -> 8 -> 
 
 Variants (the `variant` of a row):
     eager    the literal PyTorch ops (`use_backend("torch")`), the eager engine, the eager reward
-             (`engine.inception_score`) in exact fp32
+             (`metrics.scoring.inception_score`) in exact fp32
     triton   the fused Triton ops (`use_backend("auto")` on CUDA), still the eager engine
     graph    the fused ops + the graph engine (captured CUDA graphs, `GraphCache`), as `--engine graph`
     compile  `torch.compile` (mode "reduce-overhead" on CUDA with inductor) of the eager step functions
-             `engine.discriminator_step` / `generator_step`, under `use_backend("torch")`
+             `engines.eager.discriminator_step` / `generator_step`, under `use_backend("torch")`
 """
 
 from __future__ import annotations

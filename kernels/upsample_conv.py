@@ -43,12 +43,17 @@ Tuned for the AutoGAN generator cells: fp32, C 64-256, spatial 4-32 -> 8-64, bat
 `triton.autotune` set per kernel and precision (keyed on channels, pixels and precision; timed once
 per key on first use, so warm up before CUDA-graph capture), every member checked ahead of time for
 sm_90 and sm_80 by `autogan_fast.kernels.resources` (shared memory, <= 255 registers, no spills).
-The sets were chosen from those resource numbers, not from GPU timings (none exist yet).
+The sets were chosen from those resource numbers, before any GPU timing (see "Where it loses").
 Flags (pre-activation, bias, residual, which gradients) are runtime arguments: one compiled kernel
 per (precision, config), whatever the architecture asks for. Offsets are int32 (64-bit pointer math
 costs registers in every tile): tensors of 2^31 elements or more take the reference.
 
-Where it loses: the grad-weight kernel reads every activation 8 times (twice per (py, dy, dx);
+Where it loses, measured (one H200, torch 2.11, triton 3.6; benchmarks/results/nvidia-h200.json): to
+cuDNN on the materialized upsample at EVERY AutoGAN shape, 0.17-0.32x forward and 0.23-0.40x forward +
+backward (33-41 TFLOP/s against cuDNN's 80-200): the 2.25x fewer multiply-adds do not make up for tiles
+that reach a fifth of cuDNN's throughput. `auto` still picks it on CUDA; `--kernels torch` (or
+`use_backend("torch")`) runs the faster reference until it wins. On paper it also loses where
+the grad-weight kernel reads every activation 8 times (twice per (py, dy, dx);
 L2-resident at these sizes), so at large C x spatial (C >= 512, 64 x 64 inputs) cuDNN on the
 materialized upsample can win; batch-1 / tiny-channel calls are launch bound either way (capture
 them in CUDA graphs; the custom-op dispatch adds some 10-20 us of CPU per eager call). float16 /

@@ -142,7 +142,7 @@ def test_a_full_cache_is_flushed_whole():
 
 
 def test_a_failed_capture_stops_the_run_with_one_line():
-    """No eager fallback: after a failed capture CUDA's generator is left in capture mode (see graphs.py)."""
+    """No eager fallback: a failed capture leaves CUDA's generator in capture mode (engines/cuda_graphs.py)."""
     class FailingBackend(RecordingBackend):
         def capture(self, step):
             raise RuntimeError("operation not permitted when stream is capturing\nCUDA kernel errors ...")

@@ -75,7 +75,7 @@ def _h100():
         _entry("upconv", "N=64 C=128 16->32px", "compile", 0, skipped_reason="compile failed: boom | bang"),
         _entry("upconv", "N=64 C=256 16->32px", "eager", 3.0),
         _entry("upconv", "N=64 C=256 16->32px", "triton", 4.0, target=None),  # slower, no target
-        # no `target` key: the default applies to 16 -> 32 px at 128 channels, not to 8 -> 16 px
+        # no `target` key: the default target applies to 16 -> 32 px at 128 channels, not to 8 -> 16 px
         _entry("upconv", "N=128 C=128 16->32px", "eager", 2.0),
         _entry("upconv", "N=128 C=128 16->32px", "triton", 1.6),
         _entry("upconv", "N=64 C=128 8->16px", "eager", 0.5),

@@ -99,9 +99,8 @@ class EpochBatches:
     static shape is what CUDA graphs need). With fewer images than one batch, an epoch is a single batch
     of several permutations concatenated. `state_dict` / `load_state_dict` resume mid-epoch exactly.
 
-    Under torchrun every rank draws the same permutations (replicated random streams) and keeps `rows`
-    of each global batch of `batch_size`: the ranks' shares are disjoint and together the batch one
-    process draws. The state is the global one, so a run resumes at any world size.
+    Under torchrun each rank keeps `rows` of every global batch (`distributed`'s replicated streams);
+    the state is the global one, so a run resumes at any world size.
     """
 
     def __init__(self, images: torch.Tensor, batch_size: int, rows: slice | None = None):

@@ -221,9 +221,8 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     `config.shared_epoch` epochs of them), the G step on D steps 0, n_critic, 2 n_critic, ...
 
     Ends early on a dynamic reset (clearing both windows); the caller re-initializes the GAN after
-    the iteration's controller steps, as AutoGAN does. Under torchrun each rank trains on its rows of
-    every global batch, gradients and losses averaged over the ranks, so the windows (and the reset)
-    are the same on every rank.
+    the iteration's controller steps, as AutoGAN does. Under torchrun gradients and losses are averaged
+    over the ranks, so the windows (and the reset) are the same on every rank.
     """
     gan.gen.train()
     gan.dis.train()

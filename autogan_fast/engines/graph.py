@@ -1,6 +1,6 @@
 """The graph engine: GAN training steps over static buffers, replayed as captured CUDA graphs.
 
-The eager engine (`engine.train_shared`, `train.train`'s loop) launches hundreds of small kernels per
+The eager engine (`eager.train_shared`, `train.train`'s loop) launches hundreds of small kernels per
 step and reads the device from the host. Here a step is a capture-safe function of static buffers:
 
 - the real batch is gathered on the device from the device-resident uint8 data through a static
@@ -16,7 +16,7 @@ step and reads the device from the host. Here a step is a capture-safe function 
 
 The maths is the eager engine's: the same `discriminator_step` / `generator_step` functions, the same
 order of random draws, the same ring-buffer contents; tests/test_graph_engine.py runs both on the CPU
-(no capture) and compares weights and losses bit for bit. `GraphCache` (graphs.py) keeps one graph
+(no capture) and compares weights and losses bit for bit. `GraphCache` (cuda_graphs.py) keeps one graph
 per (stage, architecture, step kind, batch shapes).
 """
 
@@ -111,7 +111,7 @@ def train_shared_graph(gan: SharedGAN, data: DeviceImageData, config: SearchConf
                        archs: Sequence[Sequence[int]], g_window: LossWindow, d_window: LossWindow,
                        cache: GraphCache, progress: Callable[[int], None] | None = None,
                        check_every: int = RESET_CHECK_EVERY) -> TrainSummary:
-    """The graph engine's `engine.train_shared`: same arguments and result, one cached graph per
+    """The graph engine's `eager.train_shared`: same arguments and result, one cached graph per
     (stage, architecture, step kind, batch shapes); the dynamic reset is checked every `check_every`."""
     gan.gen.train()
     gan.dis.train()

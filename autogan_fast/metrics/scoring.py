@@ -2,8 +2,7 @@
 and the search's reward (IS of generated images) run eagerly.
 
 Image i's latent is a function of the seed and i alone (`image_latents`), never of the batch size,
-the order of generation or the number of processes, so the ranks of a torchrun job can each generate
-a share of the images and together score exactly the images one process does.
+the order of generation or the number of processes, so torchrun ranks can share the images.
 """
 
 from __future__ import annotations

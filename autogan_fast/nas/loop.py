@@ -54,7 +54,7 @@ from .reward import RewardPipeline
 # The settings a divergence message names for each part of the checkpoint.
 CHECKPOINT_SETTINGS = {"gan": GAN_SETTINGS, "g_window": GAN_SETTINGS, "d_window": GAN_SETTINGS,
                        "controller": CONTROLLER_SETTINGS, "ctrl_opt": CONTROLLER_SETTINGS}
-CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines (issue 8's fidelity)
+CHECKPOINT_FORMAT = "autogan_fast.search/2"  # 2: one to-RGB head, per-phase baselines
 
 
 @dataclass
@@ -271,15 +271,15 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     Returns the result (also written to result.json), or None when stopped early. `curves` (e.g.
     TensorBoard) gets the losses, controller updates and per-iteration scores.
 
-    Under torchrun (`state.world`) the ranks train the shared GAN data-parallel and score the
-    controller's samples in parallel; rank 0 alone writes and prints.
+    Under torchrun (`state.world`, design in `distributed`): the shared GAN trains data-parallel and
+    the controller's samples are scored in parallel.
     """
     config = state.config
     world = state.world
     curves = curves or ScalarLogger()
     log = JsonlLog(run_dir / LOG, enabled=world.is_main)
     graphs = reward_graphs = None
-    if state.engine == "graph":  # each cache its own backend (capture stream): see graphs.py
+    if state.engine == "graph":  # each cache its own backend (capture stream): see engines/cuda_graphs.py
         graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[0])
         reward_graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[1])
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,

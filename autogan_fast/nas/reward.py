@@ -23,7 +23,7 @@ its two reads" (the previous reward's final read and this one's) nothing reads a
 `accumulate` (everything but the read) runs under `NoHostSync` (tests/sync_guard.py) in tests/test_reward.py,
 and under `torch.cuda.set_sync_debug_mode("error")` in the GPU test.
 
-Random stream. The eager reward (`engine.inception_score`) draws `torch.randn(batch_size, latent)`
+Random stream. The eager reward (`metrics.scoring.inception_score`) draws `torch.randn(batch_size, latent)`
 per batch, full batches cut after generation; this pipeline draws the same full batches in the same
 order with `normal_` on its noise buffer, so uncaptured in fp32 on the CPU it gives the same float
 bit for bit (a test). Captured on a GPU the draws are the same Philox stream (graph-safe RNG).
