@@ -220,7 +220,7 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
 
 
 # Presets as data: the base values of each command's settings; any flag given overrides them.
-# The search's demo: the whole search in about 35 s on a 2-core CPU (measured 2026-11-28, digits classifier
+# The search's demo: the whole search in about 49 s on a 2-core CPU (measured 2026-12-04, digits classifier
 # training included), on the embedded digits. Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 ->
 # 16 px), short iterations and rewards. Its paper preset is the field defaults (AutoGAN's released search).
 SEARCH_PRESETS: dict[str, dict[str, object]] = {
@@ -231,10 +231,10 @@ SEARCH_PRESETS: dict[str, dict[str, object]] = {
     ),
     "paper": {"dataset": "cifar10"},
 }
-# Derived training's demo: a whole run in about 8 s on a 2-core CPU (measured 2026-11-28), on the embedded
+# Derived training's demo: a whole run in about 11 s on a 2-core CPU (measured 2026-12-04), on the embedded
 # digits at 16 px (bottom width 2): small nets, few iterations (so a fast EMA and a large G learning rate),
-# 1,000-image evaluations. Best digits FID 52.7 and 56.7 with seeds 12345 and 1 (the last evaluation's
-# 126 and 61: tiny GANs oscillate; best.pt keeps the best). Its paper preset is the field defaults
+# 1,000-image evaluations. Best digits FID 45.2 with seed 12345 (the last evaluation's 84.3: tiny GANs
+# oscillate; best.pt keeps the best; one run, not a quality claim). Its paper preset is the field defaults
 # (AutoGAN's derived training).
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "demo": dict(
