@@ -220,3 +220,14 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         print(f"{prog}: interrupted; the last checkpoint is intact (continue with --resume)", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def finished_run(run_dir: Path, world: World, counter: str, done: int, message: str) -> dict | None:
+    """The saved result of a finished run that is being resumed, after `message` on stderr (rank 0); None
+    when the run is not finished after all (killed between logging `done` and writing its result)."""
+    from .run_dir import finished_result  # the run folder's reading of its own log
+
+    result = world.on_main(lambda: finished_result(run_dir, counter, done))
+    if result is not None and world.is_main:
+        print(message, file=sys.stderr)
+    return result

@@ -22,6 +22,7 @@ from .cli import (
     apply_resume_overrides,
     create_run_folder,
     explicit_values,
+    finished_run,
     open_inputs,
     restart_run_folder,
     resume_dir,
@@ -40,7 +41,6 @@ from .run_dir import (
     LOG,
     JsonlLog,
     check_entries,
-    finished_result,
     load_checkpoint,
     locked_run_dir,
     restoring,
@@ -156,11 +156,11 @@ def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | 
         if run_dir is not None:
             lock.enter_context(locked_run_dir(run_dir, world))
         if saved is not None and saved["search_iter"] >= config.max_search_iter:
-            result = world.on_main(lambda: finished_result(run_dir, "search_iter", saved["search_iter"]))
+            result = finished_run(run_dir, world, "search_iter", saved["search_iter"],
+                                  f"the search in {run_dir} is finished ({config.max_search_iter} iterations); "
+                                  f"give a larger --max-search-iter to search on")
             if result is not None:
                 if world.is_main:
-                    print(f"the search in {run_dir} is finished ({config.max_search_iter} iterations); "
-                          f"give a larger --max-search-iter to search on", file=sys.stderr)
                     print_result(args, config, result, run_dir)
                 return 0
         device, data, feature_net = open_inputs(config, config.bottom_width * 8, world)
@@ -206,6 +206,10 @@ def print_result(args, config: SearchConfig, result: dict, run_dir: Path) -> Non
         print(json.dumps({**result, "run_dir": str(run_dir)}))
     else:
         print(f"run folder: {run_dir}  ({result['wall_seconds']:.0f} s on {result['device']})")
+        if not result.get("finding", True):
+            stages = ", ".join(map(str, result["collapsed_stages"]))
+            print(f"NO FINDING: the shared GAN collapsed at stage {stages}; the ranking below scores noise "
+                  f"around one mode (see log.jsonl's collapse events)")
         for rank, entry in enumerate(result["archs"], 1):
             print(f"{rank}. IS {entry['inception_score']:.3f}  {arch_to_str(entry['arch'])}")
         print(f"train the best from scratch: {train_command(config, run_dir)}")

@@ -29,6 +29,7 @@ from .cli import (
     apply_resume_overrides,
     create_run_folder,
     explicit_values,
+    finished_run,
     open_inputs,
     restart_run_folder,
     resume_dir,
@@ -59,7 +60,6 @@ from .run_dir import (
     JsonlLog,
     check_entries,
     device_name,
-    finished_result,
     load_checkpoint,
     locked_run_dir,
     restore_rng_state,
@@ -445,11 +445,11 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
         if run_dir is not None:
             lock.enter_context(locked_run_dir(run_dir, world))
         if saved is not None and saved["iter"] >= config.max_iter:
-            result = world.on_main(lambda: finished_result(run_dir, "iter", saved["iter"]))
+            result = finished_run(run_dir, world, "iter", saved["iter"],
+                                  f"the training in {run_dir} is finished ({config.max_iter} G iterations); give "
+                                  f"a larger --max-iter to train on")
             if result is not None:
                 if world.is_main:
-                    print(f"the training in {run_dir} is finished ({config.max_iter} G iterations); give "
-                          f"a larger --max-iter to train on", file=sys.stderr)
                     print_result(args, result, run_dir)
                 return 0
         resolution = config.bottom_width * 8

@@ -57,3 +57,8 @@ def full_disk_for(monkeypatch, name):
         return real(path, half_then_full)
 
     monkeypatch.setattr(run_dir, "atomic_write", atomic_write)
+
+
+def without_collapse_warnings(stderr: str) -> str:
+    """stderr less the search's collapse warnings (tiny test GANs collapse; the line under test remains)."""
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("warning: the shared GAN of stage"))

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from cli_helpers import run_cli_captured
+from cli_helpers import run_cli_captured, without_collapse_warnings
 from test_search_cli import TINY as SEARCH_TINY
 from test_train_evaluate import TINY as TRAIN_TINY
 
@@ -32,6 +32,7 @@ def strict_events(run_dir):
 
 
 def one_line(stderr):
+    stderr = without_collapse_warnings(stderr)
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
     return stderr
 

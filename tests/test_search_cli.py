@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured
+from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, without_collapse_warnings
 
 from autogan_fast.cli import run_cli
 from autogan_fast.search import main
@@ -50,7 +50,7 @@ def test_run_folder_holds_every_file(full_run):
     config = json.loads((full_run / "config.json").read_text())
     assert config["gf_dim"] == 4 and config["preset"] == "demo" and config["ctrl_lr"] == 3e-3
     result = json.loads((full_run / "result.json").read_text())
-    assert set(result) == {"archs", "search_mode", "wall_seconds", "device"}
+    assert set(result) == {"archs", "search_mode", "finding", "collapsed_stages", "wall_seconds", "device"}
     assert result["search_mode"] == "mlas" and result["device"] == "cpu" and len(result["archs"]) == 2
     scores = [entry["inception_score"] for entry in result["archs"]]
     assert scores == sorted(scores, reverse=True) and all(1.0 <= s <= 10.0 for s in scores)
@@ -209,6 +209,7 @@ def test_resume_after_a_kill_mid_write(full_run, tmp_path, capsys):
     stale.write_bytes(b"half a checkpoint")
     code, _, stderr = run(["--resume", str(out), "--quiet"], capsys)
     assert code == 0, stderr
+    stderr = without_collapse_warnings(stderr)
     assert stderr.strip().splitlines() == [stderr.strip()] and f"{out / 'log.jsonl'} line" in stderr
     assert "cut off" in stderr and not stale.exists()
     assert controller_rewards(out) == controller_rewards(full_run)
@@ -497,6 +498,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(full_run,
     with monkeypatch.context() as patch:
         full_disk_for(patch, "checkpoint.pt")
         code, _, stderr = run(["--resume", out, "--quiet"], capsys)
+    stderr = without_collapse_warnings(stderr)
     assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
     assert (f"cannot write {out / 'checkpoint.pt'}: No space left on device; the previous checkpoint.pt is intact"
             in stderr)

@@ -48,6 +48,7 @@ from ..run_dir import (
 )
 from ..search_space import arch_to_str, search_space_size
 from ..tensorboard import ScalarLogger
+from .collapse import COLLAPSE_IS, beams_warning, collapse_warning, stage_collapsed
 from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
 from .reward import RewardPipeline
 
@@ -73,6 +74,8 @@ class SearchState:
     beams: Beams | None = None
     best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
+    stage_mean_is: list = field(default_factory=list)  # mean reward of each iteration of the current stage
+    collapsed_stages: list = field(default_factory=list)  # stages whose shared GAN ended collapsed (collapse.py)
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
     reward: RewardPipeline | None = None  # the reward's static buffers and graphs (set by `run_search`)
     world: World = SINGLE  # the torchrun ranks searching together (not saved: any world size resumes)
@@ -97,6 +100,7 @@ class SearchState:
             "g_window": self.g_window.state_dict(),
             "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
             "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(self.fixed_z.device),
+            "stage_mean_is": list(self.stage_mean_is), "collapsed_stages": list(self.collapsed_stages),
         }
 
     @classmethod
@@ -116,6 +120,9 @@ class SearchState:
         self.fixed_z = state["fixed_z"].to(device)
         self.beams = None if state["beams"] is None else Beams(**{k: v.to(device) for k, v in state["beams"].items()})
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
+        # absent from checkpoints written before collapse detection: the check then sees this session only
+        self.stage_mean_is = [float(v) for v in state.get("stage_mean_is", [])]
+        self.collapsed_stages = [int(v) for v in state.get("collapsed_stages", [])]
         restore_rng_state(state["rng"], device)
         world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
         return self
@@ -244,6 +251,18 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
     return scored
 
 
+def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) -> None:
+    """At the end of a stage: log, warn and record it when its shared GAN collapsed; start the next
+    stage's history."""
+    if stage_collapsed(state.stage_mean_is) and state.stage not in state.collapsed_stages:
+        state.collapsed_stages.append(state.stage)
+        log.write("collapse", search_iter, stage=state.stage, mean_inception_score=state.stage_mean_is,
+                  floor=COLLAPSE_IS)
+        if state.world.is_main:  # a warning even with --quiet: it changes what the result means
+            print(collapse_warning(state.stage, state.stage_mean_is), file=sys.stderr)
+    state.stage_mean_is = []
+
+
 AUTO_GRAPH_CACHE_CAP = 2048  # graphs per cache when the key space is larger (SLAS: 373,248 architectures)
 
 
@@ -293,11 +312,16 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         while state.search_iter < config.max_search_iter:
             it = state.search_iter
             if config.stage_at(it) > state.stage:  # grow: keep the top-k beams, fresh controller for the new cell
+                check_stage_collapse(state, it, log)
                 kept, state.beams = top_k_archs(state, feature_net, device)
                 state.stage = config.stage_at(it)
                 state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
                 state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
-                log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept])
+                distinct_beams = len(distinct(kept))
+                log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept],
+                          distinct_beams=distinct_beams)
+                if distinct_beams == 1 < len(kept) and world.is_main:
+                    print(beams_warning(state.stage, distinct_beams, len(kept)), file=sys.stderr)
                 if graphs is not None:  # the old stage's keys never come back: drop them all, size for the new
                     sizes = graph_cache_sizes(config, state.stage)
                     for cache, size in zip((graphs, reward_graphs), sizes, strict=True):
@@ -333,6 +357,8 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                 log.write("dynamic_reset", it, stage=state.stage)
 
             iteration_best = max(scored, key=lambda item: item[1])[0]
+            mean_is = sum(value for _, value in scored) / len(scored)
+            state.stage_mean_is.append(mean_is)  # before the checkpoint: a resumed stage keeps its history
             state.search_iter = it + 1
             state.wall_seconds += time.perf_counter() - started
             started = time.perf_counter()
@@ -343,7 +369,6 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                              run_dir / "samples" / f"iter_{it:03d}.png")
                 save_checkpoint(run_dir / CHECKPOINT, checkpoint)
             last_good = it
-            mean_is = sum(value for _, value in scored) / len(scored)
             log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
             curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
                                       "stage_best_inception_score": state.best["inception_score"]}, it)
@@ -359,6 +384,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         search_bar.close()
 
         it = config.max_search_iter
+        check_stage_collapse(state, config.max_search_iter, log)
         final, _ = top_k_archs(state, feature_net, device)
     except NotFinite as err:  # nothing of the diverged state is written: the last checkpoint stays as it is
         search_bar.close()
@@ -372,6 +398,9 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     result = {
         "archs": [{"arch": arch, "inception_score": value} for arch, value in distinct(final)],
         "search_mode": config.search_mode,
+        # a collapsed stage's rewards rank noise: the list above is then no finding (nas/collapse.py)
+        "finding": not state.collapsed_stages,
+        "collapsed_stages": list(state.collapsed_stages),
         "wall_seconds": state.wall_seconds,
         "device": device_name(device),
     }

@@ -1,0 +1,45 @@
+"""When a stage's shared GAN has collapsed, and when the beams are copies of one architecture.
+
+The test. A stage has collapsed when the mean reward (Inception Score) of each of its last
+`COLLAPSE_WINDOW` search iterations (all of them, when it ran fewer) stayed below `COLLAPSE_IS`.
+IS = exp(E_x KL(p(y|x) || p(y))) is at most the number of classes the images spread over evenly, and
+1 when the classifier sees no class structure at all (every image the same class, or every image
+ambiguous). Below 1.5 the generated images fall into effectively fewer than 1.5 classes: whatever
+ranking the controller learns from such rewards ranks noise around one mode, not architectures.
+The floor is the same for the 10-class digits net and Inception's 1,008 classes: it only asks for
+more than one class. What it does not see: a generator that covers the classes but collapses within
+each (sample diversity inside a class), which IS cannot measure.
+
+The mark. A collapsed stage is logged (`collapse` event), warned about on stderr, and recorded in
+`result.json` (`collapsed_stages`, and `finding: false`), so its ranking is never presented as a
+finding. MLAS beams that are copies of one architecture are logged at the grow (`distinct_beams`) and
+warned about too: the next stage then searches after one prefix only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+COLLAPSE_IS = 1.5  # mean reward below which a stage's iterations count as collapsed
+COLLAPSE_WINDOW = 2  # the stage's last iterations that must all be below it
+
+
+def stage_collapsed(mean_rewards: Sequence[float], floor: float = COLLAPSE_IS,
+                    window: int = COLLAPSE_WINDOW) -> bool:
+    """Whether a stage whose iterations had these mean rewards (in order) ended collapsed."""
+    recent = list(mean_rewards)[-window:]
+    return bool(recent) and all(value < floor for value in recent)
+
+
+def collapse_warning(stage: int, mean_rewards: Sequence[float], floor: float = COLLAPSE_IS) -> str:
+    recent = ", ".join(f"{value:.3f}" for value in list(mean_rewards)[-COLLAPSE_WINDOW:])
+    return (f"warning: the shared GAN of stage {stage} collapsed (mean IS of its last iterations {recent}, "
+            f"below {floor}): its rewards rank noise, and the result will be marked as no finding")
+
+
+def beams_warning(stage: int, distinct: int, topk: int) -> str:
+    return (f"warning: the {topk} beams kept for stage {stage} are {distinct} distinct architecture"
+            f"{'' if distinct == 1 else 's'}: the stage searches after {'one prefix' if distinct == 1 else 'few'}")
+
+
+__all__ = ["COLLAPSE_IS", "COLLAPSE_WINDOW", "beams_warning", "collapse_warning", "stage_collapsed"]
