@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-SEARCH_MODES = ("mlas", "slas")
+SEARCH_MODES = ("mlas", "slas", "random")
 KERNEL_BACKENDS = ("auto", "triton", "torch")  # = autogan_fast.kernels.BACKENDS (not imported: config stays light)
 FEATURE_NETS = ("digits", "inception")
 
@@ -97,7 +97,7 @@ class SearchConfig(GANSettings):
     """Every setting of one search run; saved to config.json and into each checkpoint."""
 
     # --- search schedule (AutoGAN's released values)
-    search_mode: str = "mlas"  # mlas: grow cell by cell with beams; slas: all cells from the start
+    search_mode: str = "mlas"  # mlas: grow cell by cell with beams; slas: all cells at once; random: mlas, uniform
     max_search_iter: int = 65  # search iterations
     grow_step1: int = 15  # iteration at which stage 1 (second cell) starts
     grow_step2: int = 35  # iteration at which stage 2 (third cell) starts
@@ -135,10 +135,10 @@ class SearchConfig(GANSettings):
                              f"{self.reward_precision!r}")
         if self.topk > self.num_candidate:
             raise UsageError(f"--topk ({self.topk}) must not exceed --num-candidate ({self.num_candidate})")
-        if self.search_mode == "mlas" and not 0 < self.grow_step1 < self.grow_step2:
+        if self.search_mode != "slas" and not 0 < self.grow_step1 < self.grow_step2:
             raise UsageError(f"grow steps must satisfy 0 < --grow-step1 < --grow-step2, got "
                              f"{self.grow_step1} and {self.grow_step2}")
-        if self.search_mode == "mlas" and self.grow_step2 >= self.max_search_iter:
+        if self.search_mode != "slas" and self.grow_step2 >= self.max_search_iter:
             # the last cell is searched from iteration grow_step2 on: a search that stops before has no
             # complete (14-integer) architecture to report or train
             raise UsageError(f"--grow-step2 ({self.grow_step2}) must be below --max-search-iter "

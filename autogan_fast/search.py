@@ -82,7 +82,7 @@ def resumed_checkpoint(run_dir: Path) -> dict:
     if saved["search_iter"] < 0 or saved["stage"] not in (0, 1, 2):
         raise UsageError(f"corrupt checkpoint {path}: search iteration {saved['search_iter']} at stage "
                          f"{saved['stage']}")
-    grown = saved["config"].get("search_mode") == "mlas" and saved["stage"] > 0  # then it has its beams
+    grown = saved["config"].get("search_mode") != "slas" and saved["stage"] > 0  # then it has its beams
     if (saved["beams"] is not None) != grown:
         raise UsageError(f"corrupt checkpoint {path}: {'no' if grown else 'unexpected'} beams at stage "
                          f"{saved['stage']}")

@@ -74,3 +74,21 @@ def test_reinforce_learns_a_rewarded_decision():
     assert total.shape == (8,)
     share = (controller.sample(400).archs[:, 0] == 1).float().mean()
     assert share > 0.9
+
+
+def test_the_random_arm_samples_uniformly_and_has_nothing_to_learn():
+    """--search-mode random: MLAS's controller shape, every decision uniform (zero logits)."""
+    from autogan_fast.nas.controller import UniformController
+
+    torch.manual_seed(0)
+    controller = Controller.for_stage(1, "random", 8)
+    assert isinstance(controller, UniformController) and controller.cells == (1,)
+    beams = Beams(torch.tensor([[0, 1, 2, 1], [1, 0, 0, 0]]), torch.zeros(2, 8), torch.zeros(2, 8))
+    samples = controller.sample(6000, beams)
+    new = samples.archs[:, 4:]  # cell 1's 5 decisions after the 4-integer beam prefix
+    for k, size in enumerate((2, 3, 3, 2, 2)):
+        counts = torch.bincount(new[:, k], minlength=size).double()
+        # uniform: each count ~ Binomial(6000, 1/size); 5 standard deviations is < 4% of the mean
+        expected = 6000 / size
+        assert ((counts - expected).abs() < 5 * (expected * (1 - 1 / size)) ** 0.5).all(), (k, counts)
+    assert not samples.log_prob.requires_grad  # no parameter shapes the distribution

@@ -116,7 +116,7 @@ def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
     (["--g-lr", "-1"], "--g-lr must be positive"),
     (["--topk", "7", "--num-candidate", "6"], "--topk (7) must not exceed --num-candidate (6)"),
     (["--grow-step1", "5", "--grow-step2", "3"], "0 < --grow-step1 < --grow-step2"),
-    (["--search-mode", "random"], "--search-mode must be one of"),
+    (["--search-mode", "greedy"], "--search-mode must be one of"),
     (["--device", "tpu"], "--device must be auto, cpu or cuda"),
     (["--gf-dim", "abc"], "invalid int value"),
     (["--preset", "huge"], "invalid choice"),
@@ -506,3 +506,17 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_run_resumes(full_run,
     assert not [p for p in out.rglob("*.tmp")]
     code, _, _ = run(["--resume", out, "--quiet"], capsys)  # once there is room again
     assert code == 0 and controller_rewards(out) == controller_rewards(full_run)
+
+
+def test_the_random_arm_searches_on_mlas_schedule_without_learning(tmp_path, capsys):
+    """--search-mode random: the same shared training and reward budget as MLAS, decisions uniform, no
+    controller update (its steps log rewards with no baseline), a full architecture at the end."""
+    out = tmp_path / "random"
+    code, stdout, stderr = run([*TINY, "--search-mode", "random", "--out", out, "--json"], capsys)
+    assert code == 0, stderr
+    events = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "controller_step"]
+    assert len(steps) == 3 * 2 and all(e["baseline"] is None and e["reward"] == e["inception_score"] for e in steps)
+    assert [e["stage"] for e in events if e["event"] == "grow"] == [1, 2]
+    result = json.loads(stdout)
+    assert result["search_mode"] == "random" and all(len(e["arch"]) == 14 for e in result["archs"])

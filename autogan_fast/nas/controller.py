@@ -4,7 +4,9 @@ An LSTMCell (hidden 100) emits one decision of the new cell per step, each throu
 decoder; the previous decision is embedded and fed back (the first step gets zeros). In multi-level
 search each stage gets a fresh controller that only decides the newest cell, starting from the hidden
 state of one of the previous stage's top-k architectures (a beam, chosen at random per sample).
-In single-level search one controller decides all three cells in one sequence.
+In single-level search one controller decides all three cells in one sequence. The random arm of
+a study (`--search-mode random`) runs MLAS's schedule with `UniformController`: every decision
+uniform, never trained, so it measures what the search gains over chance at the same budget.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ class Controller(nn.Module):
 
     @classmethod
     def for_stage(cls, stage: int, search_mode: str, hid_size: int) -> Controller:
-        """MLAS: a controller for cell `stage` alone; SLAS: one for all cells."""
+        """MLAS: a controller for cell `stage` alone; SLAS: one for all cells; random: MLAS's, uniform."""
         cells = tuple(range(NUM_CELLS)) if search_mode == "slas" else (stage,)
-        return cls(cells, hid_size)
+        return (UniformController if search_mode == "random" else cls)(cells, hid_size)
+
+    def decision_logits(self, step: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits of decision `step` given the LSTM's hidden state."""
+        return self.decoders[step](hidden)
 
     def sample(self, batch_size: int, beams: Beams | None = None, greedy: bool = False) -> Samples:
         device = self.encoder.weight.device
@@ -70,9 +76,9 @@ class Controller(nn.Module):
             prefix = beams.archs[pick].to(device)
         actions, log_probs, entropies = [], [], []
         finite = torch.ones((), dtype=torch.bool, device=device)
-        for step, decoder in enumerate(self.decoders):
+        for step in range(len(self.decoders)):
             hidden = self.lstm(x, hidden)
-            logits = decoder(hidden[0])
+            logits = self.decision_logits(step, hidden[0])
             # A diverged controller (a huge --ctrl-lr) has logits that are not finite, and multinomial refuses
             # such probabilities (on CUDA with a device-side assert that ends the process). Rows like that
             # sample from zeros (uniformly) instead and `finite` reports them, read with the archs; finite
@@ -88,6 +94,14 @@ class Controller(nn.Module):
         archs = torch.cat([prefix, torch.stack(actions, 1)], 1)
         return Samples(archs, torch.stack(log_probs, 1).sum(1), torch.stack(entropies, 1).sum(1),
                        hidden[0].detach(), hidden[1].detach(), finite)
+
+
+class UniformController(Controller):
+    """Every decision uniform over its choices (the logits are zeros); never trained. The controller's
+    interface, so the search loop, its beams and its checkpoints serve the random arm unchanged."""
+
+    def decision_logits(self, step: int, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(hidden.shape[0], self.tokens[step], device=hidden.device)
 
 
 class ReinforceBaseline:

@@ -229,6 +229,13 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
             best = state.best["inception_score"]
             if best is None or reward > best:  # best of the current stage (a reset at each grow)
                 state.best = {"arch": arch, "inception_score": reward}
+        if config.search_mode == "random":  # the random arm scores the same number of samples, learns nothing
+            for arch, reward in zip(archs, rewards, strict=True):
+                log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
+                          inception_score=reward, reward=reward, baseline=None)
+            scored.extend(zip(archs, rewards, strict=True))
+            bar.update(1)
+            continue
         loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
                                      config.entropy_coeff)
         if not torch.isfinite(total).all():  # on the host: the rewards are host floats
