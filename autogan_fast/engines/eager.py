@@ -104,21 +104,21 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 class LossWindow:
     """The last `size` losses in a device ring buffer; the variance check is AutoGAN's dynamic reset.
 
-    `push` (eager engine) writes at the host-counted slot; `push_` (graph engine, capture-safe) writes at
+    `push` (eager engine) writes at the host-counted slot; `push_on_device` (graph engine, capture-safe) writes at
     a device-held position and leaves `count` to the caller, who advances it outside the captured step.
     Both fill the ring in the same order.
     """
 
     def __init__(self, size: int, device: torch.device):
         self.values = torch.zeros(size, device=device)
-        self.position = torch.zeros((), dtype=torch.long, device=device)  # next slot, for `push_`
+        self.position = torch.zeros((), dtype=torch.long, device=device)  # next slot, for `push_on_device`
         self.count = 0  # losses pushed since the last clear (host counter: no sync)
 
     def push(self, loss: torch.Tensor) -> None:
         self.values[self.count % len(self.values)] = loss.detach()
         self.count += 1
 
-    def push_(self, loss: torch.Tensor) -> None:
+    def push_on_device(self, loss: torch.Tensor) -> None:
         """Device-only push (no host index, no count): what a captured step records."""
         self.values.index_copy_(0, self.position.view(1), loss.detach().view(1).to(self.values.dtype))
         self.position.add_(1).remainder_(len(self.values))

@@ -9,7 +9,7 @@ step and reads the device from the host. Here a step is a capture-safe function 
 - noise is drawn on the device inside the step; D step, then on D steps 0, n_critic, 2 n_critic, ...
   the G step (and the EMA update in derived training); Adam is `capturable` on CUDA; spectral-norm
   buffers are updated in place by the fused kernels;
-- losses go into device ring buffers (`LossWindow.push_`), and the dynamic-reset condition is
+- losses go into device ring buffers (`LossWindow.push_on_device`), and the dynamic-reset condition is
   evaluated on the device at every G step into a sticky flag. The host reads that flag once every
   `RESET_CHECK_EVERY` D steps: a reset found there is one the eager engine fires at a G step at most
   RESET_CHECK_EVERY - 1 D steps earlier (the windows, the variances and the rule are the same).
@@ -92,14 +92,14 @@ class GANStep:
         real = gather_batch(self.images, self.real_index)
         d_loss = discriminator_step(self.gen, self.dis, self.dis_opt, real, self.latent_dim)
         if self.d_window is not None:
-            self.d_window.push_(d_loss)
+            self.d_window.push_on_device(d_loss)
         self.d_sum += d_loss
 
     def d_g_step(self) -> None:
         self.d_step()
         g_loss = generator_step(self.gen, self.dis, self.gen_opt, self.gen_bs, self.latent_dim)
         if self.g_window is not None:
-            self.g_window.push_(g_loss)
+            self.g_window.push_on_device(g_loss)
         self.g_sum += g_loss
         if self.after_g is not None:
             self.after_g()
