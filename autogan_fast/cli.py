@@ -21,7 +21,7 @@ from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
 from .kernels import BACKEND_ENV, set_backend, triton_available
 from .metrics import FeatureNet, load_feature_net
-from .run_dir import CHECKPOINT, CONFIG, LOG, create_run_dir, write_json
+from .run_dir import CHECKPOINT, CONFIG, LOG, create_run_dir, finished_result, locked_run_dir, write_json
 
 C = typing.TypeVar("C")
 
@@ -180,6 +180,22 @@ def create_run_folder(out: str | None, settings: dict, world: World = SINGLE) ->
     return world.on_main(lambda: create_run_dir(out, settings))
 
 
+def open_run_folder(lock: contextlib.ExitStack, out: str | None, run_dir: Path | None, saved: dict | None,
+                    settings: dict, world: World = SINGLE) -> tuple[Path, bool]:
+    """The folder a command's run writes, and whether the run starts fresh (else it continues `saved`):
+    a new folder made from `out` (`run_dir` None) and locked until `lock` closes; `run_dir` restarted
+    with `settings` when it holds no checkpoint yet (`saved` None; the caller holds its lock); or
+    `run_dir` as it is."""
+    if run_dir is None:
+        run_dir = create_run_folder(out, settings, world)
+        lock.enter_context(locked_run_dir(run_dir, world))
+        return run_dir, True
+    if saved is None:
+        restart_run_folder(run_dir, settings, world)
+        return run_dir, True
+    return run_dir, False
+
+
 def open_inputs(config: typing.Any, resolution: int, world: World = SINGLE,
                 ) -> tuple[torch.device, DeviceImageData, FeatureNet]:
     """Device, dataset (on the device) and feature network of a run, after seeding every random stream.
@@ -225,8 +241,6 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
 def finished_run(run_dir: Path, world: World, counter: str, done: int, message: str) -> dict | None:
     """The saved result of a finished run that is being resumed, after `message` on stderr (rank 0); None
     when the run is not finished after all (killed between logging `done` and writing its result)."""
-    from .run_dir import finished_result  # the run folder's reading of its own log
-
     result = world.on_main(lambda: finished_result(run_dir, counter, done))
     if result is not None and world.is_main:
         print(message, file=sys.stderr)

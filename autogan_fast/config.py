@@ -14,9 +14,9 @@ import typing
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .kernels import BACKENDS as KERNEL_BACKENDS
 
 SEARCH_MODES = ("mlas", "slas", "random")
-KERNEL_BACKENDS = ("auto", "triton", "torch")  # = autogan_fast.kernels.BACKENDS (not imported: config stays light)
 FEATURE_NETS = ("digits", "inception")
 
 

@@ -20,11 +20,10 @@ from .cli import (
     add_config_flags,
     add_run_flags,
     apply_resume_overrides,
-    create_run_folder,
     explicit_values,
     finished_run,
     open_inputs,
-    restart_run_folder,
+    open_run_folder,
     resume_dir,
     run_cli,
     torchrun_world,
@@ -167,12 +166,8 @@ def run_command(args, config: SearchConfig, saved: dict | None, run_dir: Path | 
         engine = resolve_engine(config.engine, device, world.size)
 
         settings = {**dataclasses.asdict(config), "preset": preset}  # config.json
-        if run_dir is None:
-            run_dir = create_run_folder(args.out, settings, world)
-            lock.enter_context(locked_run_dir(run_dir, world))
-            state = SearchState.create(config, device, engine, world)
-        elif saved is None:
-            restart_run_folder(run_dir, settings, world)
+        run_dir, fresh = open_run_folder(lock, args.out, run_dir, saved, settings, world)
+        if fresh:
             state = SearchState.create(config, device, engine, world)
         else:
             with restoring(run_dir / CHECKPOINT):

@@ -27,11 +27,10 @@ from .cli import (
     add_config_flags,
     add_run_flags,
     apply_resume_overrides,
-    create_run_folder,
     explicit_values,
     finished_run,
     open_inputs,
-    restart_run_folder,
+    open_run_folder,
     resume_dir,
     run_cli,
     torchrun_world,
@@ -49,7 +48,7 @@ from .errors import UsageError
 from .metrics.feature_net import FeatureNet
 from .metrics.reference import reference_statistics
 from .metrics.scoring import score_generator
-from .models import Discriminator, init_weights, sync_batch_norm
+from .models import Discriminator, initialized_gan
 from .models.derived import DerivedGenerator
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
@@ -162,16 +161,9 @@ class TrainState:
         """Fresh nets with AutoGAN's init (xavier uniform), SN on every D layer, D at its full stage.
         The graph engine's Adam is capturable, with its learning rate a device tensor (decay in place).
         Under torchrun G's batch norms take global-batch statistics (`sync_batch_norm`)."""
-        gen = DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width)
-        if world.distributed:
-            sync_batch_norm(gen)
-        dis = Discriminator(config.df_dim)
-        init_weights(gen)
-        init_weights(dis)
-        dis.apply_spectral_norm()  # after init, so weight_orig holds the xavier weights
+        gen, dis = initialized_gan(DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width),
+                                   config.df_dim, device, world.distributed)
         dis.stage = 2
-        gen.to(device)
-        dis.to(device)
         ema = copy.deepcopy(gen).requires_grad_(False)
         betas = (config.beta1, config.beta2)
         state = cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
@@ -459,12 +451,8 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
                                          lambda: data.images, config.eval_batch_size, device, world=world)
 
         settings = {**dataclasses.asdict(config), "arch": list(arch), "preset": preset}  # config.json
-        if run_dir is None:
-            run_dir = create_run_folder(args.out, settings, world)
-            lock.enter_context(locked_run_dir(run_dir, world))
-            state = TrainState.create(config, arch, device, engine, world)
-        elif saved is None:
-            restart_run_folder(run_dir, settings, world)
+        run_dir, fresh = open_run_folder(lock, args.out, run_dir, saved, settings, world)
+        if fresh:
             state = TrainState.create(config, arch, device, engine, world)
         else:
             with restoring(run_dir / CHECKPOINT):

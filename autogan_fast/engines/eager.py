@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import SearchConfig
 from ..data import DeviceImageData
 from ..distributed import SINGLE, World
-from ..models import Discriminator, SharedGenerator, init_weights, sync_batch_norm
+from ..models import Discriminator, SharedGenerator, initialized_gan
 
 
 @dataclass
@@ -45,15 +45,8 @@ class SharedGAN:
         """Fresh nets (AutoGAN's init) and Adam optimizers; `capturable` Adam keeps its step counts on the
         device, as CUDA-graph capture needs (the graph engine on CUDA). Under torchrun G's batch norms
         take global-batch statistics (`sync_batch_norm`)."""
-        gen = SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width)
-        if world.distributed:
-            sync_batch_norm(gen)
-        dis = Discriminator(config.df_dim)
-        init_weights(gen)
-        init_weights(dis)
-        dis.apply_spectral_norm()  # after init, so weight_orig holds the xavier weights
-        gen.to(device)
-        dis.to(device)
+        gen, dis = initialized_gan(SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width),
+                                   config.df_dim, device, world.distributed)
         betas = (config.beta1, config.beta2)
         return cls(gen, dis, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas, capturable=capturable),
                    torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas, capturable=capturable))
@@ -180,12 +173,7 @@ def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Opti
         fake = gen(z)
     logits = dis(torch.cat([real, fake]))
     d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
-    dis_opt.zero_grad(set_to_none=True)
-    d_loss.backward()
-    if world.distributed and not isinstance(dis, DistributedDataParallel):
-        d_loss = world.average_gradients(dis, d_loss)
-    dis_opt.step()
-    return d_loss.detach()
+    return optimizer_step(dis, dis_opt, d_loss, world)
 
 
 def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer, batch_size: int,
@@ -195,12 +183,18 @@ def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimize
     step clears them first)."""
     z = rank_noise(batch_size, latent_dim, next(gen.parameters()).device, world)
     g_loss = -dis(gen(z)).mean()
-    gen_opt.zero_grad(set_to_none=True)
-    g_loss.backward()
-    if world.distributed and not isinstance(gen, DistributedDataParallel):
-        g_loss = world.average_gradients(gen, g_loss)
-    gen_opt.step()
-    return g_loss.detach()
+    return optimizer_step(gen, gen_opt, g_loss, world)
+
+
+def optimizer_step(net: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, world: World) -> torch.Tensor:
+    """Backward `loss` into `net`, average the gradients over the ranks (unless DDP already does), step;
+    returns the loss, detached (the ranks' mean under torchrun)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if world.distributed and not isinstance(net, DistributedDataParallel):
+        loss = world.average_gradients(net, loss)
+    opt.step()
+    return loss.detach()
 
 
 @dataclass

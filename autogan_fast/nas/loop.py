@@ -229,33 +229,37 @@ def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.
             best = state.best["inception_score"]
             if best is None or reward > best:  # best of the current stage (a reset at each grow)
                 state.best = {"arch": arch, "inception_score": reward}
-        if config.search_mode == "random":  # the random arm scores the same number of samples, learns nothing
-            for arch, reward in zip(archs, rewards, strict=True):
-                log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
-                          inception_score=reward, reward=reward, baseline=None)
-            scored.extend(zip(archs, rewards, strict=True))
-            bar.update(1)
-            continue
-        loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
-                                     config.entropy_coeff)
-        if not torch.isfinite(total).all():  # on the host: the rewards are host floats
-            raise NotFinite(f"the controller's rewards with the entropy bonus are not finite ({total.tolist()})",
-                            CONTROLLER_SETTINGS)
-        state.ctrl_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        state.ctrl_opt.step()
-        for arch, reward, value, base in zip(archs, rewards, total.tolist(),
-                                             baseline.value.tolist(), strict=True):
+        if config.search_mode == "random":  # the random arm scores as many samples and learns nothing
+            values, bases = rewards, [None] * len(rewards)
+        else:
+            values, bases = reinforce_step(state, samples, rewards, baseline, step, curves)
+        for arch, reward, value, base in zip(archs, rewards, values, bases, strict=True):
             log.write("controller_step", state.search_iter, step=step, stage=state.stage, arch=arch,
                       inception_score=reward, reward=value, baseline=base)
-        if curves is not None:  # AutoGAN's controller/* curves, per update (.item(): host syncs)
-            curves.scalars("controller", {
-                "inception_score": sum(rewards) / len(rewards), "reward": total.mean().item(),
-                "baseline": baseline.value.mean().item(), "entropy": samples.entropy.mean().item(),
-                "loss": loss.item()}, state.search_iter * config.ctrl_step + step)
         scored.extend(zip(archs, rewards, strict=True))
         bar.update(1)
     return scored
+
+
+def reinforce_step(state: SearchState, samples: Samples, rewards: list[float], baseline: ReinforceBaseline,
+                   step: int, curves: ScalarLogger | None) -> tuple[list[float], list[float]]:
+    """One REINFORCE update of the controller; returns each sample's reward with the entropy bonus and its
+    baseline."""
+    config = state.config
+    loss, total = reinforce_loss(samples, torch.tensor(rewards, dtype=torch.float64), baseline,
+                                 config.entropy_coeff)
+    if not torch.isfinite(total).all():  # on the host: the rewards are host floats
+        raise NotFinite(f"the controller's rewards with the entropy bonus are not finite ({total.tolist()})",
+                        CONTROLLER_SETTINGS)
+    state.ctrl_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.ctrl_opt.step()
+    if curves is not None:  # AutoGAN's controller/* curves, per update (.item(): host syncs)
+        curves.scalars("controller", {
+            "inception_score": sum(rewards) / len(rewards), "reward": total.mean().item(),
+            "baseline": baseline.value.mean().item(), "entropy": samples.entropy.mean().item(),
+            "loss": loss.item()}, state.search_iter * config.ctrl_step + step)
+    return total.tolist(), baseline.value.tolist()
 
 
 def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) -> None:
@@ -306,8 +310,9 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
     log = JsonlLog(run_dir / LOG, enabled=world.is_main)
     graphs = reward_graphs = None
     if state.engine == "graph":  # each cache its own backend (capture stream): see engines/cuda_graphs.py
-        graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[0])
-        reward_graphs = GraphCache(capture_backend(device), graph_cache_sizes(config, state.stage)[1])
+        train_size, reward_size = graph_cache_sizes(config, state.stage)
+        graphs = GraphCache(capture_backend(device), train_size)
+        reward_graphs = GraphCache(capture_backend(device), reward_size)
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
                                   config.latent_dim, device, config.reward_precision, reward_graphs)
     started = time.perf_counter()
