@@ -334,9 +334,20 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     result.update(arch=list(state.arch), iter=state.iter, num_eval_imgs=config.num_eval_imgs, best=state.best,
                   wall_seconds=state.wall_seconds + time.perf_counter() - started, device=device_name(device))
     if world.is_main:
+        result["tail_mean"] = tail_mean(log.read(), config.tail_evals)
         log.write("done", state.iter, **result)
         write_json(run_dir / RESULT, result)
     return result
+
+
+def tail_mean(events: list[dict], tail: int) -> dict:
+    """The final score of a training: the mean IS and FID of its last `tail` evaluations (log `eval` events).
+    One evaluation of a small GAN swings with its last few hundred steps; the mean of a few ranks
+    architectures more steadily (the study's measure too)."""
+    evals = [e for e in events if e.get("event") == "eval"][-tail:]
+    return {"inception_score": sum(e["inception_score"] for e in evals) / len(evals),
+            "fid": sum(e["fid"] for e in evals) / len(evals), "evals": len(evals),
+            "iters": [e["iter"] for e in evals]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +500,10 @@ def print_result(args, result: dict, run_dir: Path) -> None:
         print(f"run folder: {run_dir}  ({result['wall_seconds']:.0f} s on {result['device']})")
         print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  FID {result['fid']:.3f}  "
               f"(EMA generator, iteration {result['iter']}, {result['num_eval_imgs']} images)")
+        tail = result.get("tail_mean")  # absent from results of runs finished before it was added
+        if tail is not None:
+            print(f"mean of the last {tail['evals']} evaluations: IS {tail['inception_score']:.3f}  FID "
+                  f"{tail['fid']:.3f} (the final score to rank architectures by)")
         print(f"best FID {best['fid']:.3f} at iteration {best['iter']} (best.pt)")
 
 

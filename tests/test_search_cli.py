@@ -135,7 +135,7 @@ def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
     (["--d-lr", "1e400"], "--d-lr must be a finite number"),  # parses as inf
     (["--dynamic-reset-threshold", "nan"], "--dynamic-reset-threshold must be a finite number"),
     (["--baseline-decay", "2"], "--baseline-decay must be in [0, 1]"),
-    (["--max-search-iter", "8"], "--grow-step2 (8) must be below --max-search-iter (8)"),  # no 14-int arch
+    (["--max-search-iter", "10"], "--grow-step2 (10) must be below --max-search-iter (10)"),  # no 14-int arch
     (["--seed", str(2**63)], "--seed must be in 0..9223372036854775807"),
     (["--seed", "-1"], "--seed must be in 0.."),
 ])

@@ -133,12 +133,27 @@ def test_run_folder_holds_every_file(full_run):
     assert result["arch"] == list(train.PAPER_ARCH) and result["device"] == "cpu" and result["iter"] == 4
     assert 1.0 <= result["inception_score"] <= 10.0 and math.isfinite(result["fid"]) and result["fid"] > 0
     assert result["best"]["fid"] == min(e["fid"] for e in read_log(full_run) if e["event"] == "eval")
+    evals = [e for e in read_log(full_run) if e["event"] == "eval"]  # 2, all within the default tail of 3
+    assert result["tail_mean"] == {"inception_score": pytest.approx(sum(e["inception_score"] for e in evals) / 2),
+                                   "fid": pytest.approx(sum(e["fid"] for e in evals) / 2), "evals": 2, "iters": [2, 4]}
     events = [(e["event"], e["iter"]) for e in read_log(full_run)]
     assert events == [("eval", 2), ("eval", 4), ("done", 4)]
     checkpoint = torch.load(full_run / "checkpoint.pt", weights_only=True)
     assert checkpoint["format"] == train.CHECKPOINT_FORMAT and checkpoint["iter"] == 4
     assert {"gen", "dis", "ema", "gen_opt", "dis_opt", "rng", "best"} <= set(checkpoint)
     assert torch.load(full_run / "best.pt", weights_only=True)["iter"] == result["best"]["iter"]
+
+
+@pytest.mark.parametrize("tail, expected", [
+    (1, (3.0, 30.0)),  # the last evaluation alone
+    (2, (2.5, 25.0)),  # the mean of the last two
+    (9, (2.0, 20.0)),  # a tail longer than the run: every evaluation
+])
+def test_tail_mean_averages_the_last_evaluations(tail, expected):
+    events = [{"event": "eval", "iter": i, "inception_score": float(i), "fid": 10.0 * i} for i in (1, 2, 3)]
+    result = train.tail_mean([*events, {"event": "done", "iter": 3}], tail)
+    assert (result["inception_score"], result["fid"]) == pytest.approx(expected)
+    assert result["evals"] == min(tail, 3)
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(full_run, tmp_path, capsys):

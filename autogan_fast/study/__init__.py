@@ -1,5 +1,7 @@
 """The study: the paper's research questions measured with statistics (`python -m autogan_fast.study`).
 
-So far: `statistics` (intervals, tests and verdicts). The command itself, its plan of sub-runs and its
-plots are still to come.
+`plan` (settings and the sub-runs, each an ordinary run folder), `runner` (runs them, resumable, torchrun
+ranks taking whole sub-runs), `proxy` (architectures rescored on a finished search's shared GAN),
+`summary` (study.json and study.md from the sub-runs' files), `statistics` (intervals, tests, verdicts)
+and `plots` (matplotlib, an optional extra).
 """

@@ -12,6 +12,7 @@ Every quality claim the study makes is one of these, with its n:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -111,9 +112,11 @@ def spearman_interval(x: Sequence[float], y: Sequence[float], confidence: float 
         return Interval(math.nan, math.nan, math.nan, len(a)), math.nan
     result = stats.spearmanr(a, b)
     rho, p = float(result.statistic), float(result.pvalue)
-    boot = stats.bootstrap((a, b), lambda u, v: stats.spearmanr(u, v).statistic, paired=True,
-                           vectorized=False, n_resamples=resamples, confidence_level=confidence,
-                           method="percentile", rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():  # a resample of few pairs can be constant: its rho is NaN, not news
+        warnings.simplefilter("ignore", (stats.ConstantInputWarning, stats.DegenerateDataWarning))
+        boot = stats.bootstrap((a, b), lambda u, v: stats.spearmanr(u, v).statistic, paired=True,
+                               vectorized=False, n_resamples=resamples, confidence_level=confidence,
+                               method="percentile", rng=np.random.default_rng(seed))
     low, high = boot.confidence_interval
     return Interval(rho, float(low), float(high), len(a)), p
 

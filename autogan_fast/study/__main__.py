@@ -1,0 +1,146 @@
+"""`python -m autogan_fast.study`: the paper's research questions, measured with statistics, in one command.
+
+Does the search find better generators than chance? Does multi-level search beat single-level, the
+controller beat uniform sampling, dynamic reset help? Does the proxy predict the final score? Every arm
+searches over `--seeds` seeds at equal budget, the top architectures are trained from scratch, and `K`
+uniformly random architectures are trained the same way and rescored on finished searches' shared GANs.
+Each sub-run is an ordinary run folder under the study folder; `--resume DIR` continues a stopped study,
+skipping what is done. The summary (study.json, study.md, plots/) is recomputed from the sub-runs' files.
+Under torchrun the ranks take whole sub-runs and rank 0 writes the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+import typing
+from pathlib import Path
+
+import torch
+
+from ..cli import ArgumentParser, run_cli
+from ..config import field_docs, flag
+from ..distributed import SINGLE, World
+from ..errors import UsageError
+from ..run_dir import CONFIG, create_run_dir, locked_run_dir, write_json
+from .plan import ARMS, StudySettings, build_plan, settings_from_dict
+from .runner import POLL_SECONDS, run_plan
+from .summary import markdown, summarize
+
+STUDY_JSON, STUDY_MD, PLOTS = "study.json", "study.md", "plots"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m autogan_fast.study", description=__doc__.splitlines()[0])
+    docs = field_docs(StudySettings)
+    hints = typing.get_type_hints(StudySettings)
+    defaults = StudySettings()
+    for field in dataclasses.fields(StudySettings):
+        help_text = f"{docs.get(field.name, '')} (default: {getattr(defaults, field.name)})"
+        if field.name == "arms":
+            parser.add_argument("--arms", nargs="+", choices=ARMS, default=None, help=help_text)
+            continue
+        kind = hints[field.name]
+        kind = str if kind == str | None else kind
+        parser.add_argument(f"--{flag(field.name)}", dest=field.name, type=kind, default=None, help=help_text)
+    parser.add_argument("--out", help="study folder to create (default: a new numbered folder under runs/)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the study in DIR with the settings saved there")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def rank_world() -> World:
+    """This process's place among torchrun's ranks, read from its variables. The study runs no collective
+    (its ranks share only files), so it joins no process group: a rank may wait hours on another's sub-run."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return SINGLE
+    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def saved_settings(study_dir: Path) -> StudySettings:
+    try:
+        data = json.loads((study_dir / CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--resume {study_dir}: no {CONFIG} there (not a study folder)") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--resume {study_dir}: its {CONFIG} cannot be read ({err})") from None
+    if not isinstance(data, dict) or data.get("command") != "study":
+        raise UsageError(f"--resume {study_dir}: its {CONFIG} is not a study's (a search or training run?)")
+    try:
+        return settings_from_dict(data.get("settings"))
+    except UsageError as err:
+        raise UsageError(f"--resume {study_dir}: {err}") from None
+
+
+def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySettings]:
+    """The study folder and its settings: a new folder (rank 0 makes it, the others wait for it), or the
+    `--resume`d one with its saved settings."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)
+             if getattr(args, f.name) is not None}
+    if args.resume:
+        if given:
+            raise UsageError(f"--{flag(sorted(given)[0])} cannot change when resuming {args.resume}: a study's "
+                             f"settings make its plan")
+        return Path(args.resume), saved_settings(Path(args.resume))
+    if "arms" in given:
+        given["arms"] = tuple(given["arms"])
+    settings = StudySettings(**given).validate()
+    plan = [{"name": run.name, "command": run.command, "flags": list(run.flags), "needs": list(run.needs)}
+            for run in build_plan(settings)]
+    record = {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
+    if world.is_main:
+        return create_run_dir(args.out, record), settings
+    if args.out is None:
+        raise UsageError("under torchrun give the study folder with --out (every rank must know it)")
+    while not (Path(args.out) / CONFIG).is_file():  # rank 0 is making it
+        time.sleep(POLL_SECONDS)
+    return Path(args.out), settings
+
+
+def write_summary(study_dir: Path, settings: StudySettings) -> dict:
+    """study.json, study.md and the plots, from the sub-runs' files."""
+    summary = summarize(study_dir, settings, build_plan(settings))
+    write_json(study_dir / STUDY_JSON, summary)
+    report = markdown(summary)
+    try:
+        from .plots import draw_plots
+
+        drawn = draw_plots(summary, study_dir / PLOTS)
+        report += "\n" + "\n".join(f"![{path.stem}]({PLOTS}/{path.name})" for path in drawn) + "\n"
+    except UsageError as err:  # matplotlib is an optional extra: the numbers stand without the pictures
+        print(f"note: {err}", file=sys.stderr)
+    (study_dir / STUDY_MD).write_text(report, encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    world = rank_world()
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise UsageError("--out and --resume name different folders; --resume continues in place")
+    study_dir, settings = open_study(args, world)
+    if world.distributed and torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)  # a rank's sub-runs use its own GPU
+    started = time.perf_counter()
+    with locked_run_dir(study_dir) if world.is_main else contextlib.nullcontext():
+        if not args.quiet and world.is_main:
+            print(f"study folder: {study_dir}", file=sys.stderr)
+        run_plan(study_dir, settings, build_plan(settings), world, args.quiet)
+        if not world.is_main:
+            return 0
+        summary = write_summary(study_dir, settings)
+    for question in summary["questions"]:
+        verdicts = ", ".join(f"{row.get('a', 'proxy')} {row['metric']}: {row['verdict']}" for row in question["rows"])
+        print(f"{question['title']} {verdicts}")
+    print(f"study: {study_dir / STUDY_MD} ({time.perf_counter() - started:.0f} s this session)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,151 @@
+"""A study's settings and its plan: the sub-runs it is made of, each an ordinary run folder.
+
+The plan, in the order it runs:
+  1. `search/ARM-seedS`: one search per arm and seed, every arm at the same budget (the search preset's
+     schedule), the seeds shared between arms;
+  2. `proxy/ARM-seedS`: the K random architectures rescored on each finished search of `proxy_arm`
+     (its final shared GAN: the proxy the search ranks by);
+  3. `train/ARM-seedS-rankR-tseedT`: each search's top architectures trained from scratch;
+  4. `train/random-K-tseedT`: the K uniformly sampled architectures trained the same way, the baseline
+     "chance" is measured by and the final scores proxy-vs-final correlates with.
+The plan is a pure function of the settings, so a resumed study rebuilds the same one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import MAX_SEED, PRESET_NAMES, check_positive, config_from_dict
+from ..errors import UsageError
+from ..search_space import NUM_CELLS, decision_sizes
+
+# The arms, at equal search budget: AutoGAN's multi-level search, its single-level search, the same
+# multi-level schedule with uniformly sampled architectures (no controller), and MLAS without dynamic reset.
+ARM_FLAGS: dict[str, tuple[str, ...]] = {
+    "mlas": ("--search-mode", "mlas"),
+    "slas": ("--search-mode", "slas"),
+    "random": ("--search-mode", "random"),
+    "mlas-no-reset": ("--search-mode", "mlas", "--dynamic-reset-threshold", "0"),
+}
+ARMS = tuple(ARM_FLAGS)
+# Flags that reach both commands unchanged: the data, scoring and implementation every sub-run shares.
+SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "kernels", "device")
+
+
+@dataclass
+class StudySettings:
+    """Every setting of one study; saved to the study folder's config.json (a resume rebuilds the plan)."""
+
+    preset: str = "demo"  # the search and train preset of every sub-run: demo (digits, CPU) or paper
+    arms: tuple[str, ...] = ARMS  # search arms compared (mlas, slas, random, mlas-no-reset)
+    seeds: int = 2  # searches per arm (seeds seed, seed + 1, ...)
+    train_seeds: int = 1  # from-scratch trainings per architecture (train seeds seed, seed + 1, ...)
+    top: int = 1  # each search's top architectures trained (1 = its top-1)
+    random_archs: int = 30  # K: uniformly sampled architectures trained as the baseline and rescored as proxies
+    proxy_arm: str = "mlas"  # the arm whose finished searches rescore the K random architectures
+    seed: int = 1  # first seed of the searches, of the trainings and of the random architectures
+    search_flags: str = ""  # more flags for every search (e.g. "--max-search-iter 30")
+    train_flags: str = ""  # more flags for every training (e.g. "--max-iter 2000")
+    # the shared data, scoring and implementation flags (None: the preset's)
+    dataset: str | None = None  # dataset of every sub-run (digits, cifar10, stl10 or folder)
+    data_path: str | None = None  # its folder
+    split: str | None = None  # its split
+    feature_net: str | None = None  # digits or inception
+    inception_weights: str | None = None  # Inception-v3 weights file
+    kernels: str | None = None  # auto, triton or torch
+    device: str | None = None  # auto, cpu or cuda
+
+    def validate(self) -> StudySettings:
+        """Raise UsageError naming the first bad setting."""
+        if self.preset not in PRESET_NAMES:
+            raise UsageError(f"--preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
+        unknown = [arm for arm in self.arms if arm not in ARMS]
+        if unknown or not self.arms or len(set(self.arms)) != len(self.arms):
+            raise UsageError(f"--arms must name distinct arms of {', '.join(ARMS)}, got {', '.join(self.arms)}")
+        check_positive(self, ("seeds", "train_seeds", "top", "random_archs"))
+        if self.proxy_arm not in self.arms:
+            raise UsageError(f"--proxy-arm {self.proxy_arm!r} is not one of the study's arms ({', '.join(self.arms)})")
+        if not 0 <= self.seed <= MAX_SEED - max(self.seeds, self.train_seeds):
+            raise UsageError(f"--seed must be in 0..{MAX_SEED - max(self.seeds, self.train_seeds)}, got {self.seed}")
+        for name in ("search_flags", "train_flags"):
+            words = split_flags(name, getattr(self, name))
+            reserved = {"--out", "--resume", "--seed", "--preset", "--search-mode", "--arch", "--arch-from",
+                        "--rank", "--stop-after", "--json", "--quiet", "--dynamic-reset-threshold"} & set(words)
+            if reserved:
+                raise UsageError(f"--{name.replace('_', '-')} must not set {sorted(reserved)[0]}: the study sets it "
+                                 f"for each sub-run")
+        return self
+
+
+def split_flags(name: str, text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise UsageError(f"--{name.replace('_', '-')} {text!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class SubRun:
+    """One run of the plan: its folder under the study, what it runs, and the sub-runs it needs first."""
+
+    name: str  # its folder, relative to the study folder (e.g. "search/mlas-seed1")
+    command: str  # "search", "train" or "proxy"
+    flags: tuple[str, ...]  # the command's flags, paths relative to the study folder (see `argv`)
+    needs: tuple[str, ...] = ()  # sub-runs whose results it reads
+    arm: str | None = None  # the search arm it belongs to (None: the random baseline)
+    seed: int | None = None  # the search's seed (search, proxy, and the training of its architectures)
+    train_seed: int | None = None  # a training's seed
+    rank: int | None = None  # a trained search architecture's rank in its search's result.json
+    arch_index: int | None = None  # a trained random architecture's index among the K
+
+    def argv(self, study_dir: Path) -> list[str]:
+        """The command's arguments for a new run, with the study's paths made absolute."""
+        return [str(study_dir / word[len(IN_STUDY):]) if word.startswith(IN_STUDY) else word for word in self.flags]
+
+
+IN_STUDY = "@study/"  # marks a flag value that is a path inside the study folder
+
+
+def random_archs(count: int, seed: int) -> list[list[int]]:
+    """`count` architectures drawn uniformly from the whole (three-cell) search space, reproducibly."""
+    rng = np.random.default_rng(seed)
+    sizes = [size for cell in range(NUM_CELLS) for size in decision_sizes(cell)]
+    return [[int(rng.integers(size)) for size in sizes] for _ in range(count)]
+
+
+def build_plan(settings: StudySettings) -> list[SubRun]:
+    """Every sub-run of the study, in the order they run (see the module's header)."""
+    shared = [word for name in SHARED_FLAGS if (value := getattr(settings, name)) is not None
+              for word in (f"--{name.replace('_', '-')}", str(value))]
+    search_flags = ["--preset", settings.preset, *shared, *shlex.split(settings.search_flags)]
+    train_flags = ["--preset", settings.preset, *shared, *shlex.split(settings.train_flags)]
+    seeds = [settings.seed + i for i in range(settings.seeds)]
+    train_seeds = [settings.seed + i for i in range(settings.train_seeds)]
+    archs = random_archs(settings.random_archs, settings.seed)
+
+    searches = [SubRun(f"search/{arm}-seed{seed}", "search", (*search_flags, *ARM_FLAGS[arm], "--seed", str(seed)),
+                       arm=arm, seed=seed) for seed in seeds for arm in settings.arms]
+    proxies = [SubRun(f"proxy/{run.arm}-seed{run.seed}", "proxy", (f"{IN_STUDY}{run.name}",), needs=(run.name,),
+                      arm=run.arm, seed=run.seed) for run in searches if run.arm == settings.proxy_arm]
+    trained = [SubRun(f"train/{run.arm}-seed{run.seed}-rank{rank}-tseed{tseed}", "train",
+                      (*train_flags, "--arch-from", f"{IN_STUDY}{run.name}/result.json", "--rank", str(rank),
+                       "--seed", str(tseed)),
+                      needs=(run.name,), arm=run.arm, seed=run.seed, train_seed=tseed, rank=rank)
+               for run in searches for rank in range(1, settings.top + 1) for tseed in train_seeds]
+    baseline = [SubRun(f"train/random-{index:03d}-tseed{tseed}", "train",
+                       (*train_flags, "--arch", " ".join(map(str, arch)), "--seed", str(tseed)),
+                       train_seed=tseed, arch_index=index)
+                for index, arch in enumerate(archs) for tseed in train_seeds]
+    return searches + proxies + trained + baseline
+
+
+def settings_from_dict(data: object) -> StudySettings:
+    """Rebuild saved settings (a study folder's config.json), refusing damaged ones in one line."""
+    return config_from_dict(data, StudySettings).validate()
+
+
+__all__ = ["ARMS", "ARM_FLAGS", "StudySettings", "SubRun", "build_plan", "random_archs", "settings_from_dict"]

@@ -1,0 +1,121 @@
+"""Running a study's plan: each sub-run is the ordinary command (`search`, `train`) run in this process on
+its own run folder, so a killed study resumes each where its checkpoint stands and skips what is done.
+
+A sub-run's status is read from its folder alone: done (result.json), diverged (its log ends in a
+`diverged` event: a finding, kept), blocked (a sub-run it needs diverged), or pending. Its output (the
+commands' messages and warnings) goes to `output/NAME.txt`, so the study's one progress bar stays
+readable. Under torchrun the ranks take whole sub-runs (rank r the plan's entries r, r + W, ...), each a
+single process on the rank's own device; a rank whose sub-run needs another rank's waits for its
+result, and rank 0 waits for every sub-run before it writes the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import search, train
+from ..distributed import World
+from ..errors import DivergedError, UsageError
+from ..run_dir import CONFIG, LOG, RESULT, JsonlLog
+from .plan import StudySettings, SubRun, random_archs
+from .proxy import rescore
+
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                      "MASTER_PORT")
+POLL_SECONDS = 5.0  # how often a rank waiting on another rank's sub-run looks at its folder
+
+
+def status(study_dir: Path, run: SubRun, plan: dict[str, SubRun]) -> str:
+    """done, diverged, blocked or pending (see the module's header), from the files alone."""
+    folder = study_dir / run.name
+    if (folder / RESULT).is_file():
+        return "done"
+    if (folder / LOG).is_file():
+        counter = "iter" if run.command == "train" else "search_iter"
+        events = JsonlLog(folder / LOG, counter).read()
+        if events and events[-1].get("event") == "diverged":
+            return "diverged"
+    if any(status(study_dir, plan[need], plan) in ("diverged", "blocked") for need in run.needs):
+        return "blocked"
+    return "pending"
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Hide torchrun's variables while a sub-run runs: a study's rank runs whole sub-runs, each as one process."""
+    hidden = {name: os.environ.pop(name) for name in TORCHRUN_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+def output_path(study_dir: Path, run: SubRun) -> Path:
+    return study_dir / "output" / f"{run.name.replace('/', '_')}.txt"
+
+
+def execute(study_dir: Path, run: SubRun, settings: StudySettings) -> None:
+    """Run (or continue) one sub-run to its end. A divergence is the sub-run's result (its log says so); any
+    other refusal stops the study, naming the sub-run and where its output is."""
+    folder = study_dir / run.name
+    output = output_path(study_dir, run)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("a", encoding="utf-8") as stream, contextlib.redirect_stdout(stream), \
+            contextlib.redirect_stderr(stream), single_process():
+        try:
+            if run.command == "proxy":
+                rescore(study_dir / run.needs[0], random_archs(settings.random_archs, settings.seed), folder,
+                        settings.seed)
+                return
+            argv = ["--resume", str(folder)] if (folder / CONFIG).is_file() else [*run.argv(study_dir), "--out",
+                                                                                   str(folder)]
+            {"search": search.main, "train": train.main}[run.command]([*argv, "--quiet", "--json"])
+        except DivergedError as err:
+            print(f"diverged: {err}", file=stream)  # its own log ends in the `diverged` event
+        except UsageError as err:
+            raise UsageError(f"study sub-run {run.name}: {err} (its output: {output})") from None
+
+
+def wait_until(done: Callable[[], bool], refresh: Callable[[], None]) -> None:
+    while not done():
+        refresh()
+        time.sleep(POLL_SECONDS)
+
+
+def run_plan(study_dir: Path, settings: StudySettings, plan: list[SubRun], world: World, quiet: bool) -> None:
+    """Run this rank's share of `plan`, skipping finished sub-runs; rank 0 returns when every sub-run is
+    done, diverged or blocked."""
+    by_name = {run.name: run for run in plan}
+
+    def settled(run: SubRun) -> bool:
+        return status(study_dir, run, by_name) != "pending"
+
+    bar = tqdm(total=len(plan), desc="study", unit="run", disable=quiet or not world.is_main, dynamic_ncols=True)
+
+    def refresh() -> None:
+        bar.n = sum(settled(run) for run in plan)
+        bar.refresh()
+
+    refresh()
+    for index, run in enumerate(plan):
+        if index % world.size != world.rank or settled(run):
+            continue
+        wait_until(lambda run=run: all(settled(by_name[need]) for need in run.needs), refresh)
+        if settled(run):  # blocked by a need that diverged
+            continue
+        bar.set_postfix_str(run.name, refresh=True)
+        execute(study_dir, run, settings)
+        refresh()
+    if world.is_main:
+        wait_until(lambda: all(settled(run) for run in plan), refresh)
+    bar.set_postfix_str("")
+    bar.close()
+
+
+__all__ = ["execute", "run_plan", "status"]
