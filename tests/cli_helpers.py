@@ -28,6 +28,14 @@ def run_cli_captured(main, argv, capsys) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
+def run_to_success(main, argv) -> None:
+    """Run a CLI's `main` through `run_cli` where no capsys is at hand (a module-scoped fixture's run);
+    it must exit with status 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [str(a) for a in argv])
+    assert exit_info.value.code == 0
+
+
 @contextlib.contextmanager
 def lock_held_elsewhere(run_dir):
     """Another process holding `run_dir`'s lock, as a run going on there does; yields that process,

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, without_collapse_warnings
+from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, run_to_success, without_collapse_warnings
 
-from autogan_fast.cli import run_cli
 from autogan_fast.search import main
 from autogan_fast.search_space import validate_arch
 
@@ -30,9 +29,7 @@ def run(argv, capsys):
 def full_run(tmp_path_factory):
     """One uninterrupted tiny search, shared by the tests that read its files."""
     out = tmp_path_factory.mktemp("runs") / "full"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, [*TINY, "--out", str(out), "--json"])
-    assert exit_info.value.code == 0
+    run_to_success(main, [*TINY, "--out", out, "--json"])
     return out
 
 

@@ -191,3 +191,21 @@ def test_missing_matplotlib_is_a_usage_error(monkeypatch, tmp_path):
     with pytest.raises(UsageError, match=r"matplotlib: pip install 'autogan-fast\[plot\]'"):
         draw_plots(make_summary(), tmp_path / "plots")
     assert not (tmp_path / "plots").exists()  # nothing half-written
+
+
+def test_proxy_vs_final_draws_a_row_per_proxy_arm():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from autogan_fast.study.plots import proxy_vs_final_figure
+
+    summary = make_summary()
+    proxy = summary["proxy_vs_final"]
+    summary["proxy_vs_final"] = {**proxy, "headline": "slas", "by_arm": {"slas": proxy, "mlas": proxy}}
+    fig = proxy_vs_final_figure(summary)
+    try:
+        assert len(fig.axes) == 4  # two proxy arms, IS and FID each
+        assert fig.axes[0].get_xlabel().startswith("proxy IS on slas's shared GANs")
+        assert fig.axes[2].get_xlabel().startswith("proxy IS on mlas's shared GANs")
+    finally:
+        plt.close(fig)

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 from autogan_reference import AuthorsGenerator, full_checkpoint, randomize, save_as_torch1
-from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured
+from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, run_to_success
 
 from autogan_fast import evaluate, load_generator, train
-from autogan_fast.cli import run_cli
 from autogan_fast.config import TrainConfig, preset_config
 from autogan_fast.data import load_images
 from autogan_fast.errors import UsageError
@@ -39,9 +38,7 @@ run = run_cli_captured
 def full_run(tmp_path_factory):
     """One uninterrupted tiny training run, shared by the tests that read its files."""
     out = tmp_path_factory.mktemp("train") / "full"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(train.main, [*TINY, "--out", str(out), "--json"])
-    assert exit_info.value.code == 0
+    run_to_success(train.main, [*TINY, "--out", out, "--json"])
     return out
 
 

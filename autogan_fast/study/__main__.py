@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..cli import ArgumentParser, run_cli
-from ..config import field_docs, flag
+from ..config import PRESET_NAMES, field_docs, flag
 from ..distributed import SINGLE, World
 from ..errors import UsageError
 from ..run_dir import CONFIG, create_run_dir, locked_run_dir, write_json
@@ -42,12 +42,13 @@ def build_parser() -> ArgumentParser:
     defaults = StudySettings()
     for field in dataclasses.fields(StudySettings):
         help_text = f"{docs.get(field.name, '')} (default: {getattr(defaults, field.name)})"
-        if field.name == "arms":
-            parser.add_argument("--arms", nargs="+", choices=ARMS, default=None, help=help_text)
+        if field.name in ("arms", "proxy_arms"):
+            parser.add_argument(f"--{flag(field.name)}", nargs="+", choices=ARMS, default=None, help=help_text)
             continue
         kind = hints[field.name]
         kind = str if kind == str | None else kind
-        parser.add_argument(f"--{flag(field.name)}", dest=field.name, type=kind, default=None, help=help_text)
+        parser.add_argument(f"--{flag(field.name)}", dest=field.name, type=kind, default=None, help=help_text,
+                            choices=PRESET_NAMES if field.name == "preset" else None)
     parser.add_argument("--out", help="study folder to create (default: a new numbered folder under runs/)")
     parser.add_argument("--resume", metavar="DIR", help="continue the study in DIR with the settings saved there")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,8 +89,9 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
             raise UsageError(f"--{flag(sorted(given)[0])} cannot change when resuming {args.resume}: a study's "
                              f"settings make its plan")
         return Path(args.resume), saved_settings(Path(args.resume))
-    if "arms" in given:
-        given["arms"] = tuple(given["arms"])
+    for name in ("arms", "proxy_arms"):
+        if name in given:
+            given[name] = tuple(given[name])
     settings = StudySettings(**given).validate()
     plan = [{"name": run.name, "command": run.command, "flags": list(run.flags), "needs": list(run.needs)}
             for run in build_plan(settings)]
@@ -136,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         summary = write_summary(study_dir, settings)
     for question in summary["questions"]:
-        verdicts = ", ".join(f"{row.get('a', 'proxy')} {row['metric']}: {row['verdict']}" for row in question["rows"])
-        print(f"{question['title']} {verdicts}")
+        print(question["title"])
+        for row in question["rows"]:
+            if "rho" in row:  # proxy vs final
+                print(f"  proxy on {row['arm']}'s shared GANs vs final {row['metric']}: Spearman {row['rho']:.2f}, "
+                      f"n = {row['n']}: {row['verdict']}")
+            else:
+                p = "" if row["p"] is None else f", p = {row['p']:.3g}"
+                print(f"  {row['a']} vs {row['b']} ({row['metric']}): {row['verdict']}{p}")
     print(f"study: {study_dir / STUDY_MD} ({time.perf_counter() - started:.0f} s this session)")
     return 0
 

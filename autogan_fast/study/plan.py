@@ -3,8 +3,8 @@
 The plan, in the order it runs:
   1. `search/ARM-seedS`: one search per arm and seed, every arm at the same budget (the search preset's
      schedule), the seeds shared between arms;
-  2. `proxy/ARM-seedS`: the K random architectures rescored on each finished search of `proxy_arm`
-     (its final shared GAN: the proxy the search ranks by);
+  2. `proxy/ARM-seedS`: the K random architectures rescored on each finished search of the proxy arms
+     (its final shared GAN: the proxy the search ranks by), each arm reported on its own;
   3. `train/ARM-seedS-rankR-tseedT`: each search's top architectures trained from scratch;
   4. `train/random-K-tseedT`: the K uniformly sampled architectures trained the same way, the baseline
      "chance" is measured by and the final scores proxy-vs-final correlates with.
@@ -32,6 +32,9 @@ ARM_FLAGS: dict[str, tuple[str, ...]] = {
     "mlas-no-reset": ("--search-mode", "mlas", "--dynamic-reset-threshold", "0"),
 }
 ARMS = tuple(ARM_FLAGS)
+# Flags the study sets for each sub-run itself, so --search-flags / --train-flags may not.
+RESERVED_FLAGS = {"--out", "--resume", "--seed", "--preset", "--search-mode", "--dynamic-reset-threshold", "--arch",
+                  "--arch-from", "--rank", "--stop-after", "--json", "--quiet"}
 # Flags that reach both commands unchanged: the data, scoring and implementation every sub-run shares.
 SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "kernels", "device")
 
@@ -46,10 +49,10 @@ class StudySettings:
     train_seeds: int = 1  # from-scratch trainings per architecture (train seeds seed, seed + 1, ...)
     top: int = 1  # each search's top architectures trained (1 = its top-1)
     random_archs: int = 30  # K: uniformly sampled architectures trained as the baseline and rescored as proxies
-    proxy_arm: str = "mlas"  # the arm whose finished searches rescore the K random architectures
+    proxy_arms: tuple[str, ...] | None = None  # arms whose searches rescore the K archs, the first the headline
     seed: int = 1  # first seed of the searches, of the trainings and of the random architectures
-    search_flags: str = ""  # more flags for every search (e.g. "--max-search-iter 30")
-    train_flags: str = ""  # more flags for every training (e.g. "--max-iter 2000")
+    search_flags: str = ""  # more flags for every search, one string (--search-flags="--max-search-iter 30")
+    train_flags: str = ""  # more flags for every training, one string (--train-flags="--max-iter 2000")
     # the shared data, scoring and implementation flags (None: the preset's)
     dataset: str | None = None  # dataset of every sub-run (digits, cifar10, stl10 or folder)
     data_path: str | None = None  # its folder
@@ -59,6 +62,14 @@ class StudySettings:
     kernels: str | None = None  # auto, triton or torch
     device: str | None = None  # auto, cpu or cuda
 
+    def resolved_proxy_arms(self) -> tuple[str, ...]:
+        """The proxy arms, the headline first. By default every arm, slas first: its shared GAN trains every
+        decision of the space to the end, while MLAS's has trained cells 1 and 2 only along its beams since
+        the grows, so it scores a uniformly random architecture's first cells on paths it barely trained."""
+        if self.proxy_arms is not None:
+            return self.proxy_arms
+        return tuple(sorted(self.arms, key=lambda arm: arm != "slas"))
+
     def validate(self) -> StudySettings:
         """Raise UsageError naming the first bad setting."""
         if self.preset not in PRESET_NAMES:
@@ -67,14 +78,16 @@ class StudySettings:
         if unknown or not self.arms or len(set(self.arms)) != len(self.arms):
             raise UsageError(f"--arms must name distinct arms of {', '.join(ARMS)}, got {', '.join(self.arms)}")
         check_positive(self, ("seeds", "train_seeds", "top", "random_archs"))
-        if self.proxy_arm not in self.arms:
-            raise UsageError(f"--proxy-arm {self.proxy_arm!r} is not one of the study's arms ({', '.join(self.arms)})")
+        if self.proxy_arms is not None:
+            outside = [arm for arm in self.proxy_arms if arm not in self.arms]
+            if outside or not self.proxy_arms or len(set(self.proxy_arms)) != len(self.proxy_arms):
+                raise UsageError(f"--proxy-arms must name distinct arms of the study ({', '.join(self.arms)}), got "
+                                 f"{', '.join(self.proxy_arms)}")
         if not 0 <= self.seed <= MAX_SEED - max(self.seeds, self.train_seeds):
             raise UsageError(f"--seed must be in 0..{MAX_SEED - max(self.seeds, self.train_seeds)}, got {self.seed}")
         for name in ("search_flags", "train_flags"):
             words = split_flags(name, getattr(self, name))
-            reserved = {"--out", "--resume", "--seed", "--preset", "--search-mode", "--arch", "--arch-from",
-                        "--rank", "--stop-after", "--json", "--quiet", "--dynamic-reset-threshold"} & set(words)
+            reserved = RESERVED_FLAGS & {word.split("=")[0] for word in words}
             if reserved:
                 raise UsageError(f"--{name.replace('_', '-')} must not set {sorted(reserved)[0]}: the study sets it "
                                  f"for each sub-run")
@@ -130,7 +143,8 @@ def build_plan(settings: StudySettings) -> list[SubRun]:
     searches = [SubRun(f"search/{arm}-seed{seed}", "search", (*search_flags, *ARM_FLAGS[arm], "--seed", str(seed)),
                        arm=arm, seed=seed) for seed in seeds for arm in settings.arms]
     proxies = [SubRun(f"proxy/{run.arm}-seed{run.seed}", "proxy", (f"{IN_STUDY}{run.name}",), needs=(run.name,),
-                      arm=run.arm, seed=run.seed) for run in searches if run.arm == settings.proxy_arm]
+                      arm=run.arm, seed=run.seed)
+               for arm in settings.resolved_proxy_arms() for run in searches if run.arm == arm]
     trained = [SubRun(f"train/{run.arm}-seed{run.seed}-rank{rank}-tseed{tseed}", "train",
                       (*train_flags, "--arch-from", f"{IN_STUDY}{run.name}/result.json", "--rank", str(rank),
                        "--seed", str(tseed)),

@@ -156,30 +156,39 @@ def spearman_title(rho: dict | None, against: str, anchor: float | None) -> str:
 
 
 def proxy_vs_final_figure(summary: dict):
-    """The proxy IS of each random architecture against its final IS (left) and FID (right); returns the Figure."""
+    """The proxy IS of each random architecture against its final IS (left) and FID (right), a row per proxy
+    arm (the headline first); returns the Figure."""
     plt = pyplot()
     proxy = summary.get("proxy_vs_final", {})
-    archs, anchor = proxy.get("archs", []), number(proxy.get("anchor"))
-    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6), dpi=DPI)
-    for ax, key, against, rho_key, metric in ((axes[0], "final_is", "IS", "spearman_is", "final IS (higher is better)"),
-                                              (axes[1], "final_fid", "−FID", "spearman_fid",
-                                               "final FID (lower is better)")):
-        pairs = [(number(a.get("proxy_is")), number(a.get(key))) for a in archs]
-        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-        if pairs:
-            xs, ys = zip(*pairs, strict=True)
-            ax.scatter(xs, ys, s=28, color=arm_color(0), alpha=0.7, edgecolors="black", linewidths=0.4, zorder=3)
-        else:
-            ax.text(0.5, 0.5, "no architecture with both scores yet", transform=ax.transAxes, ha="center",
-                    fontsize=9, color=MUTED)
-        ax.set_xlabel("proxy IS (the shared GAN's, mean over the rescoring searches)")
-        ax.set_ylabel(metric)
-        ax.set_title(spearman_title(proxy.get(rho_key), against, anchor), fontsize=9, loc="left")
-        ax.grid(color=GRID, linewidth=0.8)
-        ax.set_axisbelow(True)
-    searches = len(proxy.get("searches", []))
-    fig.suptitle(f"Proxy vs final score: {len(archs)} random architectures, proxies from {searches} finished "
-                 f"search(es)", fontsize=10)
+    anchor = number(proxy.get("anchor"))
+    rows = list(proxy.get("by_arm", {}).items()) or [(None, proxy)]  # a summary without by_arm: one row
+    arm_order = list(summary.get("arms", {}))
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12.0, 4.3 * len(rows)), dpi=DPI, squeeze=False)
+    for (arm, entry), row_axes in zip(rows, axes, strict=True):
+        color = arm_color(arm_order.index(arm) if arm in arm_order else 0)
+        archs = entry.get("archs", [])
+        for ax, key, against, rho_key, metric in ((row_axes[0], "final_is", "IS", "spearman_is",
+                                                   "final IS (higher is better)"),
+                                                  (row_axes[1], "final_fid", "−FID", "spearman_fid",
+                                                   "final FID (lower is better)")):
+            pairs = [(number(a.get("proxy_is")), number(a.get(key))) for a in archs]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            if pairs:
+                xs, ys = zip(*pairs, strict=True)
+                ax.scatter(xs, ys, s=28, color=color, alpha=0.7, edgecolors="black", linewidths=0.4, zorder=3)
+            else:
+                ax.text(0.5, 0.5, "no architecture with both scores yet", transform=ax.transAxes, ha="center",
+                        fontsize=9, color=MUTED)
+            searches = len(entry.get("searches", []))
+            source = f"{arm}'s" if arm is not None else "the"
+            ax.set_xlabel(f"proxy IS on {source} shared GANs (mean over {searches} search(es))")
+            ax.set_ylabel(metric)
+            ax.set_title(spearman_title(entry.get(rho_key), against, anchor), fontsize=9, loc="left")
+            ax.grid(color=GRID, linewidth=0.8)
+            ax.set_axisbelow(True)
+    count = len(rows[0][1].get("archs", []))
+    fig.suptitle(f"Proxy vs final score: {count} random architectures rescored on each proxy arm's finished searches",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -122,9 +122,10 @@ def correlations(archs: list[dict]) -> dict:
             "spearman_fid": spearman([a["proxy_is"] for a in paired], [-a["final_fid"] for a in paired])}
 
 
-def summarize_proxy(study_dir: Path, plan: list[SubRun], baseline: dict) -> dict:
-    proxies = [(run.name, read_result(study_dir / run.name)) for run in plan if run.command == "proxy"]
-    proxies = [(name, result) for name, result in proxies if result is not None]
+def proxy_on(study_dir: Path, runs: list[SubRun], baseline: dict) -> dict:
+    """Proxy vs final for the rescoring sub-runs `runs` (one arm's searches): each random architecture's
+    proxy IS, averaged over the searches, against its final scores; and each search's Spearman alone."""
+    proxies = [(run.name, result) for run in runs if (result := read_result(study_dir / run.name)) is not None]
     archs = []
     for index, entry in enumerate(baseline["archs"]):
         scores = [result["archs"][index]["proxy_is"] for _, result in proxies]
@@ -135,7 +136,16 @@ def summarize_proxy(study_dir: Path, plan: list[SubRun], baseline: dict) -> dict
         single = [{**a, "proxy_is": a["proxy_is_per_search"][position]} for a in archs]
         per_search.append({"run": name, **correlations(single)})
     return {"searches": [name for name, _ in proxies], "archs": archs, **correlations(archs),
-            "per_search": per_search, "anchor": PAPER_SPEARMAN}
+            "per_search": per_search}
+
+
+def summarize_proxy(study_dir: Path, settings: StudySettings, plan: list[SubRun], baseline: dict) -> dict:
+    """Proxy vs final on each proxy arm's shared GANs (`by_arm`); the headline arm's (the first) also at the
+    top level."""
+    arms = settings.resolved_proxy_arms()
+    by_arm = {arm: proxy_on(study_dir, [r for r in plan if r.command == "proxy" and r.arm == arm], baseline)
+              for arm in arms}
+    return {"headline": arms[0], **by_arm[arms[0]], "by_arm": by_arm, "anchor": PAPER_SPEARMAN}
 
 
 def smallest_p(test: str, n_a: int, n_b: int) -> float:
@@ -192,11 +202,13 @@ def questions(arms: dict, baseline: dict, proxy: dict) -> list[dict]:
                 comparison_row(a, arm_values(arms, [a], k), b, arm_values(arms, [b], k), metric)
                 for k, metric in (("final_is", "IS"), ("final_fid", "FID"))]})
     spearman_rows = []
-    for metric, key in (("IS", "spearman_is"), ("FID", "spearman_fid")):
-        rho = proxy[key]
-        significant = not math.isnan(rho["p"]) and rho["p"] < 0.05
-        verdict = ("holds" if rho["rho"] > 0 else "reversed") if significant else "not shown"
-        spearman_rows.append({"metric": metric, **rho, "verdict": verdict, "anchor": proxy["anchor"]})
+    for arm, entry in proxy["by_arm"].items():
+        for metric, key in (("IS", "spearman_is"), ("FID", "spearman_fid")):
+            rho = entry[key]
+            significant = not math.isnan(rho["p"]) and rho["p"] < 0.05
+            verdict = ("holds" if rho["rho"] > 0 else "reversed") if significant else "not shown"
+            spearman_rows.append({"arm": arm, "headline": arm == proxy["headline"], "metric": metric, **rho,
+                                  "verdict": verdict, "anchor": proxy["anchor"]})
     found.append({"id": "proxy-vs-final", "title": "Does the proxy (the shared GAN's IS) predict the final score?",
                   "rows": spearman_rows})
     return found
@@ -206,7 +218,7 @@ def summarize(study_dir: Path, settings: StudySettings, plan: list[SubRun]) -> d
     """Every number of the study, from the sub-runs' files (study.json)."""
     arms = {arm: summarize_arm(study_dir, settings, plan, arm) for arm in settings.arms}
     baseline = summarize_random(study_dir, settings, plan)
-    proxy = summarize_proxy(study_dir, plan, baseline)
+    proxy = summarize_proxy(study_dir, settings, plan, baseline)
     return {"format": FORMAT, "settings": settings_dict(settings, study_dir, plan), "arms": arms,
             "random_baseline": baseline, "proxy_vs_final": proxy, "questions": questions(arms, baseline, proxy)}
 
@@ -266,12 +278,14 @@ def markdown(summary: dict) -> str:
     for question in summary["questions"]:
         lines += [f"## {question['title']}", ""]
         if question["id"] == "proxy-vs-final":
-            lines += ["| final score | Spearman ρ [95% CI] | n | p | verdict | paper |",
-                      "| --- | --- | --- | --- | --- | --- |"]
+            lines += ["| proxy: shared GANs of | final score | Spearman ρ [95% CI] | n | p | verdict | paper |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
             for row in question["rows"]:
                 against = "IS" if row["metric"] == "IS" else "−FID"
-                lines.append(f"| proxy IS vs {against} | {fmt(row['rho'])} [{fmt(row['low'])}, {fmt(row['high'])}] | "
-                             f"{row['n']} | {fmt_p(row['p'])} | {row['verdict']} | {row['anchor']} |")
+                arm = f"**{row['arm']}** (headline)" if row["headline"] else row["arm"]
+                lines.append(f"| {arm} | proxy IS vs {against} | {fmt(row['rho'])} [{fmt(row['low'])}, "
+                             f"{fmt(row['high'])}] | {row['n']} | {fmt_p(row['p'])} | {row['verdict']} | "
+                             f"{row['anchor']} |")
         else:
             lines += ["| a | b | metric | a: mean [95% CI] (n) | b | test | p (a better) | smallest p | verdict |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
