@@ -15,7 +15,6 @@ import torch
 
 from ..cli import resolve_device, select_kernels
 from ..config import config_from_dict
-from ..engines.graph import resolve_engine
 from ..errors import UsageError
 from ..metrics import load_feature_net
 from ..nas.loop import SearchState, score_archs
@@ -41,7 +40,7 @@ def rescore(search_dir: Path, archs: list[list[int]], out_dir: Path, seed: int) 
     select_kernels(config.kernels, device)
     feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights)
     with restoring(search_dir / CHECKPOINT):
-        state = SearchState.from_state_dict(saved, config, device, resolve_engine("eager", device, 1))
+        state = SearchState.from_state_dict(saved, config, device, "eager")  # rescoring needs no graphs
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
                                   config.latent_dim, device, config.reward_precision)
     out_dir.mkdir(parents=True, exist_ok=True)

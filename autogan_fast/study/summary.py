@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import statistics as pystats
+from dataclasses import asdict
 from pathlib import Path
 
 from ..run_dir import LOG, RESULT, JsonlLog
@@ -27,10 +28,7 @@ CONTROLLER_ARMS = ("mlas", "slas", "mlas-no-reset")  # the arms whose architectu
 
 def read_result(run_dir: Path) -> dict | None:
     """A finished run's result.json, or None."""
-    try:
-        return json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return read_json(run_dir / RESULT)
 
 
 def training_score(run_dir: Path) -> dict | None:
@@ -225,8 +223,6 @@ def summarize(study_dir: Path, settings: StudySettings, plan: list[SubRun]) -> d
 
 def settings_dict(settings: StudySettings, study_dir: Path, plan: list[SubRun]) -> dict:
     """The settings with what the plots and the report need from the sub-runs: the grow iterations."""
-    from dataclasses import asdict
-
     grows = []
     for run in plan:
         if run.command == "search" and run.arm != "slas":
