@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import types
@@ -21,16 +20,43 @@ from .distributed import SINGLE, World, start_world, stop_world
 from .errors import UsageError
 from .kernels import BACKEND_ENV, set_backend, triton_available
 from .metrics import FeatureNet, load_feature_net
-from .run_dir import CHECKPOINT, CONFIG, LOG, create_run_dir, finished_result, locked_run_dir, write_json
+from .run_dir import (
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    create_run_dir,
+    finished_result,
+    locked_run_dir,
+    parse_json,
+    write_json,
+)
 
 C = typing.TypeVar("C")
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr (exit status 2), like every other bad input here."""
+    """argparse whose errors are one line on stderr (exit status 2), like every other bad input here.
+
+    Flags must be spelled out (no abbreviations): a prefix that works today becomes ambiguous when a flag
+    is added, and a check of a flag by its name (the study's reserved flags) must see the name."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.refusal_raises = False  # set by `parse_flags`: a refusal is a UsageError, not an exit
 
     def error(self, message: str) -> typing.NoReturn:
+        if self.refusal_raises:
+            raise UsageError(message)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_flags(self, argv: list[str]) -> argparse.Namespace:
+        """`argv` parsed, a refusal raised as a UsageError with argparse's message (for flags a caller
+        passes on, such as a study's `--search-flags`, whose refusal it words itself)."""
+        self.refusal_raises = True
+        try:
+            return self.parse_args(argv)
+        finally:
+            self.refusal_raises = False
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
@@ -77,6 +103,9 @@ def select_kernels(name: str, device: torch.device) -> None:
                          f"{device.type}{'' if triton_available() else ' without triton installed'}; use "
                          f"--kernels auto or torch")
     set_backend(name)
+    if device.type == "cuda":  # cuDNN times its algorithms per shape (in the engines' eager warm-ups)
+        torch.backends.cudnn.benchmark = True
+
 
 
 def resolve_device(name: str, world: World = SINGLE) -> torch.device:
@@ -126,7 +155,7 @@ def unstarted_run(run_dir: Path) -> dict | None:
     if (run_dir / CHECKPOINT).exists() or not path.is_file():
         return None
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
+        settings = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise UsageError(f"cannot resume {run_dir}: it holds no checkpoint, and its {CONFIG} is not readable "
                          f"({getattr(err, 'msg', None) or err})") from None

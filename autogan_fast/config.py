@@ -75,12 +75,14 @@ class GANSettings(InputSettings):
     eval_batch_size: int = 250  # images generated per batch when scoring
     num_grid_images: int = 64  # images in each samples/ PNG grid (a square number)
     engine: str = "auto"  # auto (graph on CUDA, else eager), eager, or graph (captured CUDA graphs)
+    precision: str = "fp32"  # GAN training: fp32, tf32 (TF32 on CUDA; fp32 on a CPU), or bf16 (autocast, channels-last)
 
     def validate_gan(self) -> None:
         """Raise UsageError naming the first bad shared or GAN setting."""
         self.validate_inputs()
         check_positive(self, ("gen_bs", "dis_bs", "gf_dim", "df_dim", "latent_dim", "bottom_width", "n_critic",
                               "g_lr", "d_lr", "is_splits", "eval_batch_size", "num_grid_images"))
+        check_at_most(self, GAN_SIZE_LIMITS)
         for name in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:  # torch.optim.Adam refuses others (mid-run, if not here)
                 raise UsageError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
@@ -88,6 +90,8 @@ class GANSettings(InputSettings):
             raise UsageError(f"--bottom-width must be at least 2 (instance norm needs more than one pixel), got "
                              f"{self.bottom_width}")
         check_engine(self.engine)
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if round(self.num_grid_images ** 0.5) ** 2 != self.num_grid_images:
             raise UsageError(f"--num-grid-images must be a square number, got {self.num_grid_images}")
 
@@ -118,16 +122,20 @@ class SearchConfig(GANSettings):
     # --- engine
     graph_cache_size: int | None = None  # graphs kept per cache; None = the stage's key space (at most 2048)
     reward_precision: str = "fp32"  # feature network of the reward: fp32, tf32, or bf16 (autocast, channels-last)
+    reward_feature_batch: int | None = None  # feature-net batch of a reward; None: 500 on CUDA, one eval batch on CPU
 
     def validate(self) -> SearchConfig:
         """Raise UsageError naming the first bad setting."""
         self.validate_gan()
         check_positive(self, ("max_search_iter", "shared_epoch", "ctrl_step", "ctrl_sample_batch", "num_candidate",
                               "topk", "rl_num_eval_img", "hid_size", "dynamic_reset_window", "ctrl_lr"))
+        check_at_most(self, SEARCH_SIZE_LIMITS)
         if not 0.0 <= self.baseline_decay <= 1.0:  # a moving average's decay; past 1 the baseline explodes
             raise UsageError(f"--baseline-decay must be in [0, 1], got {self.baseline_decay}")
-        if self.graph_cache_size is not None:
-            check_positive(self, ("graph_cache_size",))
+        for name in ("graph_cache_size", "reward_feature_batch"):
+            if getattr(self, name) is not None:
+                check_positive(self, (name,))
+                check_at_most(self, {name: OPTIONAL_SEARCH_SIZE_LIMITS[name]})
         if self.search_mode not in SEARCH_MODES:
             raise UsageError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         if self.reward_precision not in REWARD_PRECISIONS:
@@ -194,13 +202,55 @@ def check_positive(config: object, names: tuple[str, ...]) -> None:
             raise UsageError(f"--{flag(name)} must be positive, got {value}")
 
 
+def check_at_most(config: object, limits: dict[str, int]) -> None:
+    """UsageError naming the first setting in `limits` above its bound (see GAN_SIZE_LIMITS)."""
+    for name, limit in limits.items():
+        value = getattr(config, name)
+        if value > limit:
+            raise UsageError(f"--{flag(name)} must be at most {limit:,} (a bound far above real use), got {value:,}")
+
+
+# Upper bounds of the sizes that allocate memory. A size no machine holds (--gf-dim 10**12) would fail on
+# allocation once the run folder exists, and each --resume would repeat it; these refuse it up front. Each is
+# far above real use (the paper's values in brackets); they stop the absurd, not every combination a given
+# machine cannot hold (several sizes near their bounds at once end in torch's out-of-memory error).
+GAN_SIZE_LIMITS: dict[str, int] = {
+    "gen_bs": 4096,  # [128; BigGAN trains at 2048]
+    "dis_bs": 4096,  # [64]
+    "gf_dim": 4096,  # [256 in training, 128 in the search; a 3x3 conv of 4096 channels holds 151 M weights]
+    "df_dim": 4096,  # [128]
+    "latent_dim": 4096,  # [128; StyleGAN's is 512]
+    "bottom_width": 32,  # [4: 32-px images; 6 for STL-10's 48 px; 32 gives 256 px]
+    "is_splits": 1000,  # [10]
+    "eval_batch_size": 4096,  # [250; the feature network runs at 299 px]
+    "num_grid_images": 1024,  # [64: an 8 x 8 grid; 1024 is 32 x 32, generated in one batch]
+}
+SEARCH_SIZE_LIMITS: dict[str, int] = {
+    "shared_epoch": 1000,  # [15; an iteration's architectures, epochs x D steps per epoch, are drawn at once]
+    "ctrl_sample_batch": 4096,  # [1]
+    "num_candidate": 4096,  # [10]
+    "hid_size": 4096,  # [100]
+    "dynamic_reset_window": 10_000_000,  # [500]
+}
+# Settings that may be left unset (None: chosen by the run); their bounds when given.
+OPTIONAL_SEARCH_SIZE_LIMITS: dict[str, int] = {
+    "graph_cache_size": 100_000,  # [the stage's key space, at most 2,048 graphs]
+    "reward_feature_batch": 4096,  # [500 on CUDA; images through the feature net at once]
+}
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: the networks and their optimizers compute in float32
+
+
 def check_finite(config: object) -> None:
     """UsageError naming the first float setting that is inf or NaN: `inf` passes "must be positive" and
-    NaN fails every comparison, so either would reach the run (a NaN network, a reset that never fires)."""
+    NaN fails every comparison, so either would reach the run (a NaN network, a reset that never fires).
+    Beyond float32's range counts as infinite: Adam cannot even take such a learning rate (a traceback)."""
     for name, kind in typing.get_type_hints(type(config)).items():
         value = getattr(config, name, None)
-        if kind is float and isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--{flag(name)} must be a finite number, got {value}")
+        if kind is float and isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise UsageError(f"--{flag(name)} must be a finite number (float32: at most {FLOAT32_MAX:.4g} in "
+                             f"magnitude), got {value}")
 
 
 MAX_SEED = 2**63 - 1  # the largest seed torch's (CPU and CUDA) and NumPy's generators all take
@@ -208,6 +258,7 @@ MAX_SEED = 2**63 - 1  # the largest seed torch's (CPU and CUDA) and NumPy's gene
 
 ENGINES = ("auto", "eager", "graph")
 REWARD_PRECISIONS = ("fp32", "tf32", "bf16")  # the reward feature network's arithmetic: autogan_fast/nas/reward.py
+PRECISIONS = ("fp32", "tf32", "bf16")  # GAN training's arithmetic (--precision): autogan_fast/engines/precision.py
 
 
 def check_engine(engine: str) -> None:
@@ -221,22 +272,23 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
 
 
 # Presets as data: the base values of each command's settings; any flag given overrides them.
-# The search's demo: the whole search in about 75 s on a 2-core CPU (measured 2026-12-04, digits classifier
-# cached), on the embedded digits. Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px), short
-# iterations and rewards. Calibrated over 3 seeds per setting (studies/calibration-notes.md): the paper's
-# learning rates (2e-4; 1e-3 and 5e-4 left the shared GAN near collapse after each grow) and 5 / 5 / 10
-# iterations per stage (4 / 4 / 7 ended stage 2 before the shared GAN had recovered from the last grow)
-# took stage 2's mean reward from 2.0-2.8 to 4.4-4.8. Its paper preset is the field defaults (AutoGAN's
-# released search).
+# The search's demo: the whole search in about 90 s on a 2-core CPU at 2 threads (measured 2026-12-07, digits
+# classifier cached), on the embedded digits. Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px),
+# short iterations and rewards. Calibrated over seeds (studies/calibration-notes.md): the paper's learning
+# rates (2e-4; 1e-3 and 5e-4 left the shared GAN near collapse after each grow), 5 / 5 / 10 iterations per
+# stage (4 / 4 / 7 ended stage 2 before the shared GAN had recovered from the last grow), and AutoGAN's 5 D
+# steps per G step (at 2 the whole shared GAN mode-collapsed after the stage-1 grow on some seeds, 2026-12-07;
+# tuned on seeds 1001-1003, held out 2001 and up). Its paper preset is the field defaults (AutoGAN's released
+# search).
 SEARCH_PRESETS: dict[str, dict[str, object]] = {
     "demo": dict(
         max_search_iter=20, grow_step1=5, grow_step2=10, shared_epoch=2, ctrl_step=6, num_candidate=6, topk=3,
         rl_num_eval_img=500, gen_bs=64, dis_bs=32, gf_dim=32, df_dim=32, latent_dim=32, bottom_width=2,
-        n_critic=2, g_lr=2e-4, d_lr=2e-4, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
+        n_critic=5, g_lr=2e-4, d_lr=2e-4, ctrl_lr=3e-3, dynamic_reset_window=60, eval_batch_size=250,
     ),
     "paper": {"dataset": "cifar10"},
 }
-# Derived training's demo: a whole run in about 37 s on a 2-core CPU (measured 2026-12-04), on the embedded
+# Derived training's demo: a whole run in about 55 s on a 2-core CPU (measured 2026-12-07), on the embedded
 # digits at 16 px (bottom width 2): small nets, 800 iterations (so a fast EMA and a large G learning rate),
 # 1,000-image evaluations every 100. The paper's architecture over seeds 1-3: final score (the mean of the
 # last 3 evaluations) IS 6.1-6.8, FID 12.9-20.3; still improving at 800, and 200 had not settled (FID 46 ± 37
@@ -294,14 +346,17 @@ def _typed(name: str, value: object, kind: object) -> object:
 
 
 __all__ = [
+    "GAN_SIZE_LIMITS",
     "MAX_SEED",
     "PRESET_NAMES",
     "SEARCH_PRESETS",
+    "SEARCH_SIZE_LIMITS",
     "TRAIN_PRESETS",
     "GANSettings",
     "InputSettings",
     "SearchConfig",
     "TrainConfig",
+    "check_at_most",
     "check_finite",
     "check_positive",
     "config_from_dict",

@@ -34,7 +34,7 @@ from .cli import (
     select_kernels,
     torchrun_world,
 )
-from .config import InputSettings, TrainConfig, config_from_dict
+from .config import GAN_SIZE_LIMITS, InputSettings, TrainConfig, config_from_dict
 from .data import load_images
 from .errors import UsageError
 from .metrics import FeatureNet, load_feature_net
@@ -44,6 +44,10 @@ from .metrics.scoring import score_generator
 from .pretrained import RELEASED, read_generator_file, resolve_arch
 
 FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless --resolution says otherwise
+# The bounds of the sizes (see config.GAN_SIZE_LIMITS): statistics are taken at the size of a generator's images,
+# at most 8 x the largest --bottom-width; batches as large as training's --eval-batch-size may be.
+MAX_RESOLUTION = 8 * GAN_SIZE_LIMITS["bottom_width"]
+MAX_BATCH_SIZE = GAN_SIZE_LIMITS["eval_batch_size"]
 
 
 def build_parser() -> ArgumentParser:
@@ -80,9 +84,12 @@ def checked_fid_stats(path: str, feature_net: FeatureNet) -> tuple[np.ndarray, n
     return mu, sigma
 
 
-def positive(name: str, value: int | None) -> None:
+def positive(name: str, value: int | None, limit: int) -> None:
+    """UsageError unless `value` (None: not given) is in 1..limit."""
     if value is not None and value <= 0:
         raise UsageError(f"--{name} must be positive, got {value}")
+    if value is not None and value > limit:
+        raise UsageError(f"--{name} must be at most {limit:,} (a bound far above real use), got {value:,}")
 
 
 def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
@@ -136,7 +143,7 @@ def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
     for name in ("num_images", "fid_stats", "arch"):
         if getattr(args, name) is not None:
             raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
-    positive("resolution", args.resolution)
+    positive("resolution", args.resolution, MAX_RESOLUTION)
     config = TrainConfig(**shared)
     config.validate_inputs()
     out = Path(args.save_stats).expanduser()
@@ -163,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.checkpoint is None) == (args.save_stats is None):
         raise UsageError("give --checkpoint PT (score a trained generator) or --save-stats NPZ (reference "
                          "statistics of real data), exactly one of them")
-    positive("batch-size", args.batch_size)
+    positive("batch-size", args.batch_size, MAX_BATCH_SIZE)
     shared = explicit_values(args, InputSettings)
     if args.checkpoint is not None:
         result, reports = evaluate_checkpoint(args, shared)

@@ -4,12 +4,14 @@ lock a command holds on it while it runs."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ import torch
 from .data import quantize_images
 from .distributed import SINGLE, World
 from .errors import UsageError
+from .kernels import autoselect_choices
 from .safe_load import load_weights_only
 
 CHECKPOINT = "checkpoint.pt"
@@ -61,10 +64,22 @@ def atomic_write(path: Path, write) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
+        refusal = file_system_refusal(err)
+        if refusal is not None:
             kept = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-            raise UsageError(f"cannot write {path}: {err.strerror or err}; {kept}") from err
+            raise UsageError(f"cannot write {path}: {refusal.strerror or refusal}; {kept}") from err
         raise
+
+
+def file_system_refusal(err: BaseException) -> OSError | None:
+    """The OSError behind a failed write: `err` itself, or the one a RuntimeError arose from. torch.save
+    hides a refused write (ENOSPC on a full disk, EFBIG past `ulimit -f`: Python ignores SIGXFSZ, so the
+    write fails instead of killing the process) behind its zip writer's "unexpected pos" RuntimeError,
+    raised while closing the archive, with the OSError as its context."""
+    seen = err
+    while isinstance(seen, RuntimeError) and seen.__context__ is not None:
+        seen = seen.__context__
+    return seen if isinstance(seen, OSError) else None
 
 
 def strict_json(value: object) -> object:
@@ -77,6 +92,26 @@ def strict_json(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [strict_json(item) for item in value]
     return value
+
+
+class JsonNestingError(ValueError):
+    """A JSON document nested deeper than Python's parser recurses (a `[` repeated 100,000 times): malformed
+    input like any other, where json.loads raises a RecursionError that no caller expects."""
+
+    msg = "nested too deeply to read"  # the field JSONDecodeError's callers read
+
+    def __init__(self) -> None:
+        super().__init__(self.msg)
+
+
+def parse_json(text: str | bytes) -> object:
+    """json.loads for every JSON file the commands read (config.json, result.json, the log's lines): what
+    is not JSON, not UTF-8 or nested too deeply is a ValueError (JsonNestingError for the last), which the
+    callers turn into one line naming the file."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JsonNestingError() from None
 
 
 def write_json(path: Path, data: object) -> None:
@@ -206,11 +241,22 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock; UsageError naming the holder when another process has it."""
+        """Take the lock; UsageError naming the holder when another process has it.
+
+        The file is opened without following a symbolic link (O_NOFOLLOW) and must be a regular file:
+        the holder truncates and writes it, so a `.lock` linked to another file would overwrite that file,
+        and a FIFO would block the open."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
         except OSError as err:
+            if err.errno == errno.ELOOP:  # O_NOFOLLOW's refusal of a symbolic link
+                raise UsageError(f"cannot lock run folder {self.path.parent}: {self.path} is a symbolic link, not "
+                                 f"a lock file; remove it") from None
             raise UsageError(f"cannot lock run folder {self.path.parent}: {err.strerror} ({self.path})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"cannot lock run folder {self.path.parent}: {self.path} is not a regular file; "
+                             f"remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -266,7 +312,7 @@ def finished_result(run_dir: Path, counter: str, count: int) -> dict | None:
     Ended means its log holds that `done` event and its result.json is readable: a run killed between
     writing the two has not ended, and a resume completes it."""
     try:
-        result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+        result = parse_json((run_dir / RESULT).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(result, dict) or not (run_dir / LOG).is_file():
@@ -321,7 +367,7 @@ class JsonlLog:
         kept = []
         for number, line in numbered:
             try:
-                event = json.loads(line)
+                event = parse_json(line)
                 reason = f"a JSON {type(event).__name__}, not an object"
             except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
                 event, reason = None, getattr(err, "msg", "not UTF-8 text")
@@ -334,6 +380,15 @@ class JsonlLog:
                 raise UsageError(f"{self.path} line {number} is not a logged event ({reason}); repair or "
                                  f"delete that line")
         return kept
+
+
+def log_kernel_choices(log: JsonlLog, count: int, logged: int) -> int:
+    """Append a `kernel_choices` event with the choices `--kernels auto` made since the first `logged` ones
+    (fused kernel or reference per op and shape, with both timings); returns how many are logged now."""
+    choices = autoselect_choices()
+    if len(choices) > logged:
+        log.write("kernel_choices", count, choices=choices[logged:])
+    return len(choices)
 
 
 def save_image_grid(path: Path, images: torch.Tensor, min_cell: int = 32) -> None:

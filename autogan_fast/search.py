@@ -49,7 +49,7 @@ from .tensorboard import check_tensorboard, scalar_logger
 
 # Settings a resumed run may change: where things are and how long to go on. Others shape the state.
 RESUMABLE_OVERRIDES = ("max_search_iter", "data_path", "inception_weights", "device", "eval_batch_size", "engine",
-                       "graph_cache_size", "reward_precision", "kernels")
+                       "graph_cache_size", "reward_precision", "reward_feature_batch", "kernels")
 
 
 def build_parser() -> ArgumentParser:
@@ -114,6 +114,12 @@ def train_command(config: SearchConfig, run_dir: Path) -> str:
     return " ".join(words)
 
 
+def new_run_config(args) -> SearchConfig:
+    """The settings of a new run from its parsed flags, refused in one line naming the first bad one (a
+    study checks its searches' flags with it before it makes its folder)."""
+    return preset_config(args.preset, **explicit_values(args, SearchConfig)).validate()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, SearchConfig)
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset
     saved = None
     if run_dir is None:
-        config = preset_config(args.preset, **overrides).validate()
+        config = new_run_config(args)
     elif (unstarted := unstarted_run(run_dir)) is not None:  # stopped before its first checkpoint: start afresh
         config = unstarted_config(run_dir, unstarted, SearchConfig, overrides, RESUMABLE_OVERRIDES, ("preset",))
         preset = unstarted.get("preset", preset)
@@ -203,8 +209,8 @@ def print_result(args, config: SearchConfig, result: dict, run_dir: Path) -> Non
         print(f"run folder: {run_dir}  ({result['wall_seconds']:.0f} s on {result['device']})")
         if not result.get("finding", True):
             stages = ", ".join(map(str, result["collapsed_stages"]))
-            print(f"NO FINDING: the shared GAN collapsed at stage {stages}; the ranking below scores noise "
-                  f"around one mode (see log.jsonl's collapse events)")
+            print(f"NO FINDING: the shared GAN collapsed (or hovered near the floor) at stage {stages}; the "
+                  f"ranking below scores noise around one mode (see log.jsonl's collapse events)")
         for rank, entry in enumerate(result["archs"], 1):
             print(f"{rank}. IS {entry['inception_score']:.3f}  {arch_to_str(entry['arch'])}")
         print(f"train the best from scratch: {train_command(config, run_dir)}")

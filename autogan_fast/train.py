@@ -44,12 +44,15 @@ from .divergence import GAN_SETTINGS, NotFinite, check_checkpoint, diverged_erro
 from .engines.cuda_graphs import GraphCache, capture_backend
 from .engines.eager import discriminator_step, generator_step, make_capturable, set_lr
 from .engines.graph import GANStep, resolve_engine
+from .engines.precision import new_adam, set_layout
 from .errors import UsageError
+from .kernels import autoselect_choices
 from .metrics.feature_net import FeatureNet
 from .metrics.reference import reference_statistics
 from .metrics.scoring import score_generator
 from .models import Discriminator, initialized_gan
 from .models.derived import DerivedGenerator
+from .nas.collapse import COLLAPSE_IS, stage_collapsed
 from .pretrained import CHECKPOINT_FORMAT, RELEASED, check_train_checkpoint, resolve_arch
 from .run_dir import (
     CHECKPOINT,
@@ -61,6 +64,8 @@ from .run_dir import (
     device_name,
     load_checkpoint,
     locked_run_dir,
+    log_kernel_choices,
+    parse_json,
     restore_rng_state,
     restoring,
     rng_state,
@@ -90,10 +95,10 @@ def arch_from_result(path: Path, rank: int) -> tuple[int, ...]:
     if path.is_dir():
         path = path / RESULT
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--arch-from {path}: no such file (give a search run's result.json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON or nested too deeply
         raise UsageError(f"--arch-from {path}: not a search result.json ({err})") from None
     archs = data.get("archs") if isinstance(data, dict) else None
     if not isinstance(archs, list) or not all(isinstance(e, dict) and "arch" in e for e in archs):
@@ -164,10 +169,11 @@ class TrainState:
         gen, dis = initialized_gan(DerivedGenerator(arch, config.latent_dim, config.gf_dim, config.bottom_width),
                                    config.df_dim, device, world.distributed)
         dis.stage = 2
+        set_layout(gen, config.precision)  # channels-last at bf16 (engines/precision.py), the EMA copy too
         ema = copy.deepcopy(gen).requires_grad_(False)
         betas = (config.beta1, config.beta2)
-        state = cls(config, arch, gen, dis, ema, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas),
-                    torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas),
+        state = cls(config, arch, gen, dis, ema, new_adam(gen.parameters(), config.g_lr, betas, device),
+                    new_adam(dis.parameters(), config.d_lr, betas, device),
                     torch.randn(config.num_grid_images, config.latent_dim, device=device), engine=engine,
                     world=world)
         state.configure_optimizers()
@@ -248,7 +254,8 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
     if state.engine == "graph":  # two graphs: the D step, and the D + G + EMA step
         graphs = GraphCache(capture_backend(device), max_graphs=2)
         step = GANStep(state.gen, state.dis, state.gen_opt, state.dis_opt, state.real_batches.images,
-                       config.dis_bs, config.gen_bs, config.latent_dim, after_g=state.update_ema)
+                       config.dis_bs, config.gen_bs, config.latent_dim, after_g=state.update_ema,
+                       precision=config.precision)
         d_sum, g_sum = step.d_sum, step.g_sum  # summed inside the graphs
     else:
         d_sum = torch.zeros((), device=device)  # losses since the last evaluation, kept on the device
@@ -260,6 +267,7 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
         train_gen, train_dis = data_parallel(state.gen, device), data_parallel(state.dis, device)
     since = 0
     last_good = state.iter or None  # the G iteration of the checkpoint resumed from (a new run has none)
+    choices_logged = 0  # `--kernels auto` choices already in the log (kernel_choices events)
     bar = tqdm(total=config.max_iter, initial=state.iter, desc="train", unit="G iter",
                disable=quiet or not world.is_main, dynamic_ncols=True)
     while state.iter < config.max_iter:
@@ -271,10 +279,10 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
                 graphs.run(("train", j == 0, config.dis_bs, config.gen_bs), step.d_g_step if j == 0 else step.d_step)
                 continue
             d_sum += discriminator_step(state.gen, train_dis, state.dis_opt, state.real_batches.next(),
-                                        config.latent_dim, world)
+                                        config.latent_dim, world, config.precision)
             if j == 0:
                 g_sum += generator_step(train_gen, state.dis, state.gen_opt, config.gen_bs, config.latent_dim,
-                                        world)
+                                        world, config.precision)
                 state.update_ema()
         state.iter += 1
         since += 1
@@ -315,6 +323,7 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
                       wall_seconds=state.wall_seconds)
             if graphs is not None:
                 log.write("graph_cache", state.iter, **graphs.stats.as_dict())
+            choices_logged = log_kernel_choices(log, state.iter, choices_logged)
             curves.scalars("train", {**metrics, "d_loss": d_mean, "g_loss": g_mean,
                                      "g_lr": float(state.gen_opt.param_groups[0]["lr"])}, state.iter)
             if new_best:  # best.pt first: a crash before checkpoint.pt redoes this evaluation and rewrites it
@@ -332,9 +341,14 @@ def train(state: TrainState, data: DeviceImageData, feature_net: FeatureNet,
 
     result = {key: state.last[key] for key in ("inception_score", "inception_score_std", "fid")}
     result.update(arch=list(state.arch), iter=state.iter, num_eval_imgs=config.num_eval_imgs, best=state.best,
-                  wall_seconds=state.wall_seconds + time.perf_counter() - started, device=device_name(device))
+                  wall_seconds=state.wall_seconds + time.perf_counter() - started, device=device_name(device),
+                  kernel_choices=autoselect_choices())  # `--kernels auto`: fused or reference per op and shape
     if world.is_main:
-        result["tail_mean"] = tail_mean(log.read(), config.tail_evals)
+        events = log.read()
+        result["tail_mean"] = tail_mean(events, config.tail_evals)
+        # the search's collapse test (nas/collapse.py) on the evaluations: IS below its floor at the last ones
+        result["collapsed"] = stage_collapsed([e["inception_score"] for e in events if e.get("event") == "eval"])
+        log_kernel_choices(log, state.iter, choices_logged)
         log.write("done", state.iter, **result)
         write_json(run_dir / RESULT, result)
     return result
@@ -399,6 +413,12 @@ def resumed_checkpoint(run_dir: Path, overrides: dict[str, object]) -> tuple[dic
     return saved, apply_resume_overrides(run_dir, config, overrides, RESUMABLE_OVERRIDES, path), arch
 
 
+def new_run_config(args) -> TrainConfig:
+    """The settings of a new run from its parsed flags, refused in one line naming the first bad one (a
+    study checks its trainings' flags with it before it makes its folder)."""
+    return preset_config(args.preset, TrainConfig, **explicit_values(args, TrainConfig)).validate()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = explicit_values(args, TrainConfig)
@@ -406,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset
     saved = None
     if run_dir is None:
-        config = preset_config(args.preset, TrainConfig, **overrides).validate()
+        config = new_run_config(args)
         arch = chosen_arch(args)
     else:
         if args.arch is not None or args.arch_from is not None or args.rank is not None:
@@ -488,8 +508,17 @@ def run_training(args, config: TrainConfig, arch: tuple[int, ...], saved: dict |
     if result is None:
         print(f"stopped after iteration {state.iter}; continue with --resume {run_dir}", file=sys.stderr)
         return 0
+    if result.get("collapsed"):  # a warning even with --quiet: it changes what the score means
+        print(collapse_warning(result), file=sys.stderr)
     print_result(args, result, run_dir)
     return 0
+
+
+def collapse_warning(result: dict) -> str:
+    return (f"warning: the training collapsed (IS {result['inception_score']:.3f} at its last evaluation; the "
+            f"search's collapse test: IS below {COLLAPSE_IS} at the last evaluations): its images fall into about "
+            f"one class, so its scores rank no architecture; result.json says \"collapsed\": true (lower --g-lr "
+            f"/ --d-lr)")
 
 
 def print_result(args, result: dict, run_dir: Path) -> None:
@@ -505,6 +534,9 @@ def print_result(args, result: dict, run_dir: Path) -> None:
             print(f"mean of the last {tail['evals']} evaluations: IS {tail['inception_score']:.3f}  FID "
                   f"{tail['fid']:.3f} (the final score to rank architectures by)")
         print(f"best FID {best['fid']:.3f} at iteration {best['iter']} (best.pt)")
+        if result.get("collapsed"):  # absent from results of runs finished before it was added
+            print(f"COLLAPSED: its last evaluations scored IS below {COLLAPSE_IS}; the scores above rank no "
+                  f"architecture")
 
 
 if __name__ == "__main__":

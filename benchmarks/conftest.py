@@ -31,6 +31,8 @@ if not torch.cuda.is_available():
     # The Triton interpreter is not a benchmark: never inherit the kernel tests' TRITON_INTERPRET=1.
     os.environ.pop("TRITON_INTERPRET", None)
 
+from autogan_fast.kernels import autoselect_choices
+
 from .harness import SIZES, SKIPPED, Deadline, Settings, budget_from_env, release_memory
 from .machine import machine_info as gather_machine_info
 
@@ -121,6 +123,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Add the rows of variants that could not run (`extra_info.skipped_reason`, no stats; their fullname
     ends in " (skipped)" so --benchmark-compare never pairs them with a timed row) and mark the file done."""
     output_json["benchmarks"].extend(copy.deepcopy(SKIPPED))
+    output_json["projection"] = _projection(output_json["benchmarks"])
+    # what `--kernels auto` chose per (op, shape, dtype, layout) in this run: the "which backend wins where" table
+    output_json["kernel_choices"] = autoselect_choices()
     output_json["complete"] = "terminated" not in _CONFIG  # False: stopped by SIGTERM, the rows after it missing
     if "terminated" in _CONFIG:
         output_json["terminated_by_signal"] = _CONFIG["terminated"]
@@ -168,6 +173,29 @@ def pytest_runtest_logfinish(nodeid, location):
         fh.flush()
     except Exception as exc:  # a partial write must never fail the run
         print(f"benchmarks: partial results not written ({type(exc).__name__}: {exc})")
+
+
+def _projection(benchmarks: list) -> dict:
+    """The paper search projected from this run's stream and reward rows (benchmarks/projection.py)."""
+    from .projection import project, rows_from_json
+
+    return {v: p.as_dict() for v, p in project(rows_from_json(benchmarks)).items()}
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print the projected paper search of every stream variant beside eager's, from this run's rows."""
+    session = getattr(config, "_benchmarksession", None)
+    settings = getattr(config, "_autogan_bench", None)
+    if session is None or settings is None or not settings.timing:
+        return
+    from .projection import project, rows_from_json, summary_lines
+
+    entries = [b.as_dict(include_data=False) for b in session.benchmarks if b.stats] + copy.deepcopy(SKIPPED)
+    projections = project(rows_from_json(entries))
+    if projections:
+        terminalreporter.write_sep("-", "projected paper search (benchmarks/projection.py; eager of this run)")
+        for line in summary_lines(projections):
+            terminalreporter.write_line(line)
 
 
 _CONFIG: dict = {}

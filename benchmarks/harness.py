@@ -4,7 +4,7 @@ row with pytest-benchmark and filling its `extra_info`, and recording a variant 
 Every row's `extra_info` holds: row, variant, label, flop (per call), tflops, peak_tflops,
 peak_precision, peak_fraction, peak_memory_bytes, and where natural items_per_call / unit /
 items_per_second, target, first_call_seconds; rows add their own fields (compile_seconds, captures,
-graph_stats, spearman_vs_fp32, projected_paper_search_seconds, max_rel_err_vs_eager, ...). A variant
+graph_stats, spearman_vs_fp32, mean_step_seconds, capture_overhead_seconds, max_rel_err_vs_eager, ...). A variant
 that cannot run gets `skipped_reason` and no timing (see `skip_row`).
 """
 
@@ -35,12 +35,12 @@ DEADLINE_REPEAT_S = 5.0  # then again every this many seconds while that test ru
 COMPILE_RECOMPILE_LIMIT = 256
 SIZES = ("full", "tiny")
 # Run order of the rows (the `priority` mark, lower first): what a GPU session most needs comes first,
-# so a run cut short still has it. The fused ops, then the engine rows (shared-GAN unit, reward), then
-# the end-to-end rows (search iteration and its projection, derived training), then torch.compile (the
-# shared-GAN unit's one-architecture row first: it carries a target).
-PRIORITY_OPS, PRIORITY_ENGINE, PRIORITY_END_TO_END = 0, 1, 2
+# so a run cut short still has it. The stage-2 stream of the projection, then the fused ops, then the
+# engine rows (shared-GAN unit, reward), then the end-to-end rows (the other stages' streams, derived
+# training), then torch.compile (the shared-GAN unit's one-architecture row first: it carries a target).
+PRIORITY_STREAM, PRIORITY_OPS, PRIORITY_ENGINE, PRIORITY_END_TO_END = -1, 0, 1, 2
 PRIORITY_COMPILE_TARGET, PRIORITY_COMPILE = 4, 5
-ROWS = ("sn", "upconv", "stats", "gan_unit", "reward", "search_iteration", "derived_training")
+ROWS = ("sn", "upconv", "bilinear", "stats", "gan_unit", "reward", "stage_stream", "derived_training")
 
 # Rows of variants that could not run, added to the JSON file by conftest's pytest_benchmark_update_json.
 SKIPPED: list[dict[str, Any]] = []

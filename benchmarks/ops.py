@@ -1,10 +1,12 @@
-"""The fused-op cases (AutoGAN's shapes): grouped spectral norm, upsample+conv, Inception statistics.
+"""The fused-op cases (AutoGAN's shapes): grouped spectral norm, upsample+conv, bilinear upsample,
+Inception statistics.
 
 Each case builds fresh state per variant:
     triton   the fused op through its public API under `use_backend("triton")`; CUDA only
     eager    the literal PyTorch ops, `use_backend("torch")`: `torch.nn.utils.spectral_norm` hooks of the
-             discriminator's 11 layers; `F.interpolate(nearest)` + cuDNN `F.conv2d`; the float64 formulas
-             of `inception_stats_update_ref` through `InceptionStats.update`
+             discriminator's 11 layers; `F.interpolate(nearest)` + cuDNN `F.conv2d`;
+             `F.interpolate(bilinear)`; the float64 formulas of `inception_stats_update_ref` through
+             `InceptionStats.update`
     compile  `torch.compile(mode="default", dynamic=False)` of the eager reference
 Forward timings run with autograd recording (inputs require grad), as in a training step;
 forward+backward is `torch.autograd.grad` of the outputs with fixed random output gradients.
@@ -25,6 +27,8 @@ from torch.nn.utils.spectral_norm import SpectralNorm as TorchSpectralNorm
 from autogan_fast.kernels import (
     InceptionStats,
     SpectralNormGroup,
+    bilinear_upsample,
+    bilinear_upsample_ref,
     inception_stats_update_ref,
     spectral_norm,
     spectral_norm_weight_ref,
@@ -38,6 +42,7 @@ from autogan_fast.models.discriminator import STAGE_BLOCKS, Discriminator
 SN_TARGET = 5.0  # grouped SN of the whole discriminator vs torch.nn.utils.spectral_norm, fwd+bwd
 UPCONV_TARGET = 1.5  # upsample + conv fwd+bwd vs interpolate + cuDNN conv, 16->32 px, 128 ch, batch 64 / 128
 STATS_TARGET = 3.0  # Inception stats update vs eager torch float64, batch 100 / 250 / 500
+BILINEAR_TARGET = 3.0  # bilinear upsample fwd+bwd vs PyTorch's NCHW kernel (issue 23), every shape
 
 
 @dataclass
@@ -144,6 +149,28 @@ def upconv_case(n: int, c: int, h: int, device: torch.device, *, target: float |
                 build, lambda y: y.detach().reshape(-1).double(), target=target, compile=compile_row)
 
 
+def bilinear_case(n: int, c: int, h: int, factor: int, device: torch.device, *, target: float | None,
+                  compile_row: bool, compile_backend: str = "inductor") -> Case:
+    """y = bilinear upsample of x by an integer factor (align_corners=False), h -> factor x h pixels."""
+
+    def build(variant: str) -> Bench:
+        gen = _generator(device, 0)
+        x = torch.randn(n, c, h, h, device=device, generator=gen).requires_grad_()
+        gy = torch.randn(n, c, factor * h, factor * h, device=device, generator=gen)
+        if variant == "triton":
+            fwd = lambda: bilinear_upsample(x, factor)
+        elif variant == "eager":
+            fwd = lambda: bilinear_upsample_ref(x, factor)
+        else:
+            compiled = _compile(bilinear_upsample_ref, compile_backend)
+            fwd = lambda: compiled(x, factor)
+        return Bench(fwd, lambda: torch.autograd.grad(fwd(), (x,), gy))
+
+    return Case("bilinear", f"N={n} C={c} {h}->{factor * h}px x{factor}",
+                {"batch": n, "channels": c, "in_px": h, "out_px": factor * h, "factor": factor},
+                build, lambda y: y.detach().reshape(-1).double(), target=target, compile=compile_row)
+
+
 def stats_case(b: int, f: int, c: int, device: torch.device, *, target: float | None, compile_row: bool,
                num_images: int = 5000, splits: int = 10, compile_backend: str = "inductor") -> Case:
     """One `InceptionStats.update` of B images; the batch straddles an IS split border, as it can in use."""
@@ -179,7 +206,7 @@ def stats_case(b: int, f: int, c: int, device: torch.device, *, target: float | 
 
 
 # (id, op, keyword arguments) per size: the issue-4 shapes (targets on the first rows of each op), or tiny
-# ones for the CPU smoke test. Compile rows on 5 shapes only: their warm-ups cost most of the time.
+# ones for the CPU smoke test. Compile rows on 7 shapes only: their warm-ups cost most of the time.
 CASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "full": [
         ("sn-df64", "sn", dict(df=64, target=SN_TARGET, compile_row=True)),
@@ -188,6 +215,18 @@ CASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("upconv-b128", "upconv", dict(n=128, c=128, h=16, target=UPCONV_TARGET, compile_row=True)),
         ("upconv-8to16", "upconv", dict(n=64, c=128, h=8, target=None, compile_row=False)),  # extra: 8 -> 16 cell
         ("upconv-c256", "upconv", dict(n=64, c=256, h=16, target=None, compile_row=False)),  # extra: wider
+        # the generator's x2 upsample (cells 8 -> 16, 16 -> 32) and the skip resize 8 -> 32 (cell 1 into cell 3)
+        ("bilinear-b64-8to16", "bilinear", dict(n=64, c=128, h=8, factor=2, target=BILINEAR_TARGET, compile_row=False)),
+        ("bilinear-b128-8to16", "bilinear", dict(n=128, c=128, h=8, factor=2, target=BILINEAR_TARGET,
+                                                 compile_row=False)),
+        ("bilinear-b64-16to32", "bilinear", dict(n=64, c=128, h=16, factor=2, target=BILINEAR_TARGET,
+                                                 compile_row=False)),
+        ("bilinear-b128-16to32", "bilinear", dict(n=128, c=128, h=16, factor=2, target=BILINEAR_TARGET,
+                                                  compile_row=True)),
+        ("bilinear-b64-skip8to32", "bilinear", dict(n=64, c=128, h=8, factor=4, target=BILINEAR_TARGET,
+                                                    compile_row=True)),
+        ("bilinear-b128-skip8to32", "bilinear", dict(n=128, c=128, h=8, factor=4, target=BILINEAR_TARGET,
+                                                     compile_row=False)),
         ("stats-b100", "stats", dict(b=100, f=2048, c=1008, target=STATS_TARGET, compile_row=False)),
         ("stats-b250", "stats", dict(b=250, f=2048, c=1008, target=STATS_TARGET, compile_row=False)),
         ("stats-b500", "stats", dict(b=500, f=2048, c=1008, target=STATS_TARGET, compile_row=True)),
@@ -195,11 +234,12 @@ CASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "tiny": [
         ("sn-df8", "sn", dict(df=8, target=SN_TARGET, compile_row=True)),
         ("upconv-tiny", "upconv", dict(n=2, c=16, h=4, target=UPCONV_TARGET, compile_row=True)),
+        ("bilinear-tiny", "bilinear", dict(n=2, c=4, h=4, factor=2, target=BILINEAR_TARGET, compile_row=True)),
         ("stats-tiny", "stats", dict(b=8, f=32, c=10, num_images=100, target=STATS_TARGET, compile_row=True)),
     ],
 }
 
 
 def make_case(op: str, kwargs: dict[str, Any], device: torch.device, compile_backend: str = "inductor") -> Case:
-    factory = {"sn": sn_case, "upconv": upconv_case, "stats": stats_case}[op]
+    factory = {"sn": sn_case, "upconv": upconv_case, "bilinear": bilinear_case, "stats": stats_case}[op]
     return factory(device=device, compile_backend=compile_backend, **kwargs)

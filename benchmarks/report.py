@@ -24,7 +24,14 @@ speed-ups are always added:
 | `stats` | `triton` | >= 3x eager |
 | `gan_unit` | `graph` | >= 4x eager and >= 1.3x compile |
 | `reward` | the fastest precision ranking as fp32 does | >= 5x eager fp32, `spearman_vs_fp32` >= 0.98 |
-| `search_iteration` | every non-eager variant | `projected_paper_search_seconds` <= 30 min |
+| `stage_stream` | the graph-engine variants at stage 2 | >= 4x eager (the row's own `target`) |
+| projection | every non-eager stream variant | the projected paper search <= 30 min |
+| `search_iteration` (old files) | every non-eager variant | `projected_paper_search_seconds` <= 30 min |
+
+The projected paper search (`benchmarks/projection.py`, whose header has the formula) is built from the
+`stage_stream` rows (mean seconds per D step, captures) and the per-stage `reward` rows (mean seconds per
+reward) of one file, and shown beside eager's projection from the same file. Files from before those rows
+(the `search_iteration` row's 1%-slice projection) render as they did.
 
 A missed target keeps its row, marked **missed**; why, and what is next, is the hand-written paragraph
 below the generated block in the README. With no results the block says so and holds no number.
@@ -41,6 +48,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .projection import MAX_SEARCH_SECONDS, Projection, project, rows_from_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DEFAULT_README = ROOT / "README.md"
@@ -51,9 +60,8 @@ REPRODUCE = "OUT=/tmp/gpu bash benchmarks/gpu_check.sh"
 
 PRECISIONS = ("fp32", "tf32", "bf16")  # variants of the reward row
 MIN_SPEARMAN = 0.98  # reward: rank correlation of a faster precision's rewards with fp32's
-MAX_SEARCH_SECONDS = 30 * 60  # projected full paper search
 # Table order of the variants inside one (row, label); others follow in the file's order.
-VARIANT_ORDER = ("eager", "compile", "triton", "graph", *PRECISIONS)
+VARIANT_ORDER = ("eager", "compile", "triton", "graph", "graph+auto", "graph+bf16", *PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,7 @@ class Entry:
     variant: str
     median_s: float | None  # None: skipped or not measured
     iqr_s: float | None
+    mean_s: float | None
     extra: dict
     skipped: str | None = None
     speedups: dict = field(default_factory=dict)  # vs variant -> speed-up
@@ -117,6 +126,7 @@ class Results:
     commit: dict
     datetime: str
     entries: list
+    projections: dict = field(default_factory=dict)  # stream variant -> Projection (files with stream rows)
 
     @property
     def gpu(self) -> str:
@@ -154,12 +164,13 @@ def load_results(path: Path) -> Results:
         entries.append(Entry(
             row=str(extra.get("row") or b.get("group") or name), label=str(extra.get("label") or name),
             variant=str(extra.get("variant") or ""), median_s=median if median and median > 0 else None,
-            iqr_s=None if skipped else _num(stats.get("iqr")), extra=extra,
+            iqr_s=None if skipped else _num(stats.get("iqr")), mean_s=None if skipped else _num(stats.get("mean")),
+            extra=extra,
             skipped=None if skipped is None else str(skipped)))
     _order(entries)
     _evaluate(entries)
     return Results(Path(path), data["machine_info"], data.get("commit_info") or {}, str(data.get("datetime") or ""),
-                   entries)
+                   entries, project(rows_from_json(data["benchmarks"])))
 
 
 def _order(entries: list) -> None:
@@ -337,6 +348,42 @@ def results_table(res: Results, base: Path) -> str:
     return "\n".join(lines)
 
 
+def projection_check(p: Projection) -> tuple[str, bool | None]:
+    """The target text and whether it is met (None: not projected)."""
+    total = p.total_s
+    return (f"<= {MAX_SEARCH_SECONDS // 60} min", None if total is None else total <= MAX_SEARCH_SECONDS)
+
+
+def projection_table(res: Results) -> str:
+    """The projected paper search of every stream variant of one file, beside eager's from the same file."""
+    if not res.projections:
+        return ""
+    eager = res.projections.get("eager")
+    base = None if eager is None else eager.total_s
+    lines = ["Projected paper search (65 iterations; `benchmarks/projection.py`): T = sum over stages of "
+             "I_s x 11,715 x t_step + K_s x c + R_s x t_reward, from the mean step and reward times above.",
+             "",
+             "| variant | reward | shared training | captures | rewards | projected search | vs eager (this file) "
+             "| target | met |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for p in res.projections.values():
+        total = p.total_s
+        target, ok = projection_check(p)
+        if total is None:
+            cells = [p.variant, p.reward_variant, "", "", "", "not projected", "", "" if p.variant == "eager" else
+                     target, f"skipped: {p.skipped}" if p.skipped else "missing: " + ", ".join(p.missing)]
+        else:
+            if p.variant == "eager":
+                vs, target, status = "baseline", "", ""
+            else:
+                vs = "eager not projected" if not base else _fmt_x(base / total)
+                status = "met" if ok else "**missed**"
+            cells = [p.variant, p.reward_variant, _fmt_duration(sum(p.shared_s)), _fmt_duration(sum(p.capture_s)),
+                     _fmt_duration(sum(p.reward_s)), _fmt_duration(total), vs, target, status]
+        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return "\n".join([*lines, ""])
+
+
 def render_block(results: list, base: Path, png: Path | None) -> str:
     """Everything between the README markers (without them)."""
     head = "<!-- generated by `python -m benchmarks.report` from benchmarks/results/*.json: do not edit -->"
@@ -348,7 +395,10 @@ def render_block(results: list, base: Path, png: Path | None) -> str:
     parts = ["", head, ""]
     if png is not None:
         parts += [f"![speed-up vs eager per row]({_rel(png, base)})", ""]
-    parts += [results_table(r, base) for r in results]
+    for r in results:
+        parts.append(results_table(r, base))
+        if r.projections:
+            parts.append(projection_table(r))
     return "\n".join(parts)
 
 

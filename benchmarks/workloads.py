@@ -1,4 +1,4 @@
-"""The end-to-end workloads: a shared-GAN unit, the reward, a fraction of a search iteration, derived training.
+"""The end-to-end workloads: a shared-GAN unit, the reward, a stage's stream of shared-GAN steps, derived training.
 
 Sizes: "full" is the paper's search (gf 128, df 64, latent 128, D batch 64, G batch 128, n_critic 5,
 8 -> 16 -> 32 px, CIFAR-shaped synthetic uint8 data: 50,000 images of torch.randint) and derived
@@ -11,23 +11,22 @@ Variants (the `variant` of a row):
     graph    the fused ops + the graph engine (captured CUDA graphs, `GraphCache`), as `--engine graph`
     compile  `torch.compile` (mode "reduce-overhead" on CUDA with inductor) of the eager step functions
              `engines.eager.discriminator_step` / `generator_step`, under `use_backend("torch")`
+The `stage_stream` row has its own variant list (`STREAM_VARIANTS`, data: engine, kernels, precision).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import importlib
 import statistics
-import tempfile
+import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from autogan_fast.config import SearchConfig, TrainConfig, preset_config
 from autogan_fast.data import DeviceImageData
@@ -45,17 +44,17 @@ from autogan_fast.kernels import use_backend
 from autogan_fast.metrics.feature_net import FeatureNet, check_uint8_images
 from autogan_fast.metrics.scoring import inception_score
 from autogan_fast.nas.controller import Beams, Controller
-from autogan_fast.nas.loop import SearchState, graph_cache_sizes, new_controller, train_controller
+from autogan_fast.nas.loop import graph_cache_sizes
 from autogan_fast.nas.reward import RewardPipeline, fp32_precision
-from autogan_fast.run_dir import JsonlLog
 from autogan_fast.train import PAPER_ARCH, TrainState
 
 from .flops import GanFlops, feature_net_flops_per_image, reward_flops
+from .harness import sync
 
 STAGES = (0, 1, 2)
 VARIANTS = ("eager", "triton", "graph", "compile")
 
-# The paper's search, for the projection: CIFAR-10's 50,000 images, 15 shared epochs of 781 D steps.
+# The synthetic data's size at full size: CIFAR-10's 50,000 images.
 PAPER_IMAGES = 50_000
 
 
@@ -305,166 +304,179 @@ def reward_gan(config: SearchConfig, device: torch.device) -> SharedGAN:
     return SharedGAN.create(config, device)
 
 
-def mean_reward_flops(gan: SharedGAN, config: SearchConfig, archs: Sequence[Sequence[int]], per_image: int,
-                      device: torch.device) -> float:
-    flops = GanFlops(gan.gen, gan.dis, 2, config.latent_dim, config.dis_bs, config.gen_bs, config.n_critic, device)
+def mean_reward_flops(gan: SharedGAN, config: SearchConfig, stage: int, archs: Sequence[Sequence[int]],
+                      per_image: int, device: torch.device) -> float:
+    flops = GanFlops(gan.gen, gan.dis, stage, config.latent_dim, config.dis_bs, config.gen_bs, config.n_critic, device)
     values = [reward_flops(flops, a, config.rl_num_eval_img, config.eval_batch_size, per_image) for a in archs]
     return sum(values) / len(values)
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. A fraction of one search iteration, at every stage, and the projected paper search
+# 3. A steady stream of a stage's shared-GAN steps, as a real stage runs them (the projection's input)
 
 
-@dataclasses.dataclass
-class SearchPlan:
-    """What one call of `SearchRunner` runs: `steps` D steps of shared training at each stage (the paper's
-    iteration has `paper_steps`), then `ctrl_steps` controller steps (of the paper's 30) at `ctrl_stage`."""
+@dataclasses.dataclass(frozen=True)
+class StreamVariant:
+    """One variant of the `stage_stream` row: which engine, kernels and precision train the shared GAN.
 
-    steps: int
-    ctrl_steps: int
-    ctrl_stage: int = 2
-    paper_steps: int = 15 * (PAPER_IMAGES // 64)
+    The list `STREAM_VARIANTS` is data: a variant whose switch is not built yet (a config field, a
+    module attribute) is recorded as skipped with `missing_reason`, so a new switch is one entry here."""
+
+    name: str  # the row's variant
+    engine: str  # "eager" or "graph" (the engine `--engine` picks)
+    kernels: str  # "torch" (the PyTorch reference), "fused" (the Triton ops forced), or "auto" (`--kernels auto`)
+    reward_variant: str  # the `reward` row variant the projection pairs it with
+    overrides: tuple[tuple[str, Any], ...] = ()  # SearchConfig fields set for it (e.g. precision)
+    requires: str | None = None  # "module:attribute" that must exist (a switch another change adds)
+    requires_what: str = ""  # what that switch is, for the skip reason
+    needs_cuda: bool = False  # runs only on CUDA (the graph engine runs uncaptured on a CPU: a smoke test)
+
+    def backend(self, device: torch.device) -> str:
+        """The fused ops' backend: the reference on a CPU (Triton's interpreter is not a benchmark)."""
+        if self.kernels == "torch" or device.type != "cuda":
+            return "torch"
+        return "triton" if self.kernels == "fused" else "auto"
+
+    def missing_reason(self, device: torch.device) -> str | None:
+        """Why this variant cannot run here (None: it can)."""
+        if self.needs_cuda and device.type != "cuda":
+            return "needs CUDA (Triton kernels; the Triton interpreter is not a benchmark)"
+        fields = {f.name for f in dataclasses.fields(SearchConfig)}
+        for name, _ in self.overrides:
+            if name not in fields:
+                return f"not built yet: {self.requires_what} (SearchConfig has no field {name!r})"
+        if self.requires is not None:
+            module, _, attribute = self.requires.partition(":")
+            try:
+                found = hasattr(importlib.import_module(module), attribute)
+            except ImportError:
+                found = False
+            if not found:
+                return f"not built yet: {self.requires_what} ({module} has no {attribute})"
+        return None
+
+    def config(self, config: SearchConfig) -> SearchConfig:
+        # the dynamic reset off: a reset ends the phase early, so blocks would differ in steps (not counted)
+        return dataclasses.replace(config, dynamic_reset_threshold=0.0, **dict(self.overrides))
+
+
+STREAM_VARIANTS = (
+    StreamVariant("eager", "eager", "torch", reward_variant="eager"),
+    StreamVariant("triton", "eager", "fused", reward_variant="fp32", needs_cuda=True),
+    StreamVariant("graph", "graph", "fused", reward_variant="fp32"),
+    # `--kernels auto` timing each fused op against its reference before any capture (issue 23 item 3)
+    StreamVariant("graph+auto", "graph", "auto", reward_variant="fp32",
+                  requires="autogan_fast.kernels:autoselect_choices",
+                  requires_what="--kernels auto timing the backends"),
+    # mixed-precision shared training (issue 23 item 5), paired with the bf16 reward
+    StreamVariant("graph+bf16", "graph", "auto", reward_variant="bf16", overrides=(("precision", "bf16"),),
+                  requires_what="--precision {fp32,tf32,bf16} for shared training"),
+)
+
+
+def stream_steps(size: str) -> tuple[int, int]:
+    """(D steps of the stream, D steps per timed block): full 3,000 in blocks of 50 (the graph engine's
+    host-read period), tiny 10 in blocks of 5 (one unit)."""
+    return (3000, 50) if size == "full" else (10, 5)
+
+
+class StreamRunner:
+    """A stream of a stage's shared-GAN D steps (the G step on every n_critic-th), the architectures a
+    stage-s controller samples (`stream_archs`: fresh, with random beams), through the variant's engine.
+
+    `block(i)` trains the i-th block of the stream. The graph cache persists across the whole stream and
+    across passes, as within a real stage; `first_pass()` runs the stream once (every new key is warmed up
+    and captured there: a stage's first iteration), the timed passes after it replay (its later ones)."""
+
+    def __init__(self, variant: StreamVariant, config: SearchConfig, data: DeviceImageData, stage: int,
+                 archs: Sequence[Sequence[int]], block_steps: int, device: torch.device,
+                 capture: CaptureBackend | None = None):
+        self.variant, self.data, self.stage, self.device = variant, data, stage, device
+        self.config = variant.config(config)
+        self.base_config = config  # FLOPs are counted on a plain fp32 GAN of it (the same maths)
+        self.archs = [list(a) for a in archs]
+        self.block_steps = block_steps
+        if block_steps % self.config.n_critic or len(self.archs) % block_steps:
+            raise ValueError(f"blocks of {block_steps} D steps must hold whole units and tile the stream")
+        torch.manual_seed(0)
+        graph = variant.engine == "graph"
+        self.gan = SharedGAN.create(self.config, device, capturable=graph and device.type == "cuda")
+        size = self.config.dynamic_reset_window
+        self.windows = (LossWindow(size, device), LossWindow(size, device))
+        self.key_space = graph_cache_sizes(self.config, stage)[0]
+        self.cache = GraphCache(capture or capture_backend(device), self.key_space) if graph else None
+        self.position = 0
+        self.losses: list[tuple[float, float]] = []  # (d, g) mean loss of each block (host floats)
 
     @property
-    def fraction(self) -> float:
-        return self.steps / self.paper_steps
-
-    def label(self) -> str:
-        return (f"1 search iteration: {self.steps} of {self.paper_steps} D steps at each stage + {self.ctrl_steps} "
-                f"of 30 controller steps (stage {self.ctrl_stage})")
-
-
-def search_plan(size: str) -> SearchPlan:
-    return SearchPlan(steps=117, ctrl_steps=1) if size == "full" else SearchPlan(steps=5, ctrl_steps=1)
-
-
-class SearchRunner:
-    """`runner()` runs the search loop's pieces at paper settings for a fraction of one iteration at each
-    stage: the phase's architectures (sampled before timing: one batched controller call), shared training
-    through the variant's engine, then `train_controller` (REINFORCE steps scored by the variant's reward).
-    The GAN, the controllers (one per stage, with random beams) and the graph caches persist across calls,
-    as they do across a search's iterations. Each call's part times are kept for the projection."""
-
-    def __init__(self, variant: str, config: SearchConfig, data: DeviceImageData, feature_net: FeatureNet,
-                 plan: SearchPlan, rounds: int, device: torch.device, capture: CaptureBackend | None = None):
-        self.variant, self.data, self.net, self.plan, self.device = variant, data, feature_net, plan, device
-        self.config = dataclasses.replace(config, ctrl_step=plan.ctrl_steps)
-        engine = "graph" if variant == "graph" else "eager"
-        torch.manual_seed(0)
-        self.state = SearchState.create(self.config, device, engine="eager")
-        if variant == "graph":  # SearchState.create(engine="graph") on CUDA: capturable Adam
-            self.state.gan = SharedGAN.create(self.config, device, capturable=device.type == "cuda")
-        self.state.engine = engine
-        self.graphs = self.reward_graphs = None
-        if variant == "graph":  # one backend per cache (its own capture stream); sized for every stage's keys
-            sizes = [graph_cache_sizes(self.config, s) for s in STAGES]
-            self.graphs = GraphCache(capture or capture_backend(device), sum(size[0] for size in sizes))
-            self.reward_graphs = GraphCache(capture or capture_backend(device), sum(size[1] for size in sizes))
-        if variant != "eager":
-            self.state.reward = RewardPipeline(feature_net, self.config.rl_num_eval_img, self.config.eval_batch_size,
-                                               self.config.is_splits, self.config.latent_dim, device,
-                                               self.config.reward_precision, self.reward_graphs)
-        self.stages: dict[int, tuple] = {}
-        for s in STAGES:
-            controller, ctrl_opt = new_controller(self.config, s, device)
-            beams = stage_beams(s, self.config.hid_size)
-            self.stages[s] = (controller, ctrl_opt, None if beams is None else Beams(*(t.to(device) for t in (
-                beams.archs, beams.hx, beams.cx))))
-        # The phases' architectures of every call, sampled now (outside the timing), per stage.
-        self.archs: list[dict[int, list[list[int]]]] = []
-        for _ in range(rounds):
-            calls = {}
-            for s in STAGES:
-                controller, _, beams = self.stages[s]
-                with torch.no_grad():
-                    calls[s] = controller.sample(plan.steps, beams).archs.tolist()
-            self.archs.append(calls)
-        self.calls = 0
-        self.parts: list[dict[str, float]] = []  # per call: shared_<stage> and ctrl seconds
-        self._tmp = tempfile.TemporaryDirectory(prefix="autogan-bench-search-")
-        self.log = JsonlLog(Path(self._tmp.name) / "log.jsonl")
-        self._stack = contextlib.ExitStack()
-        self._windows = (self.state.g_window, self.state.d_window)
-
-    def close(self) -> None:
-        self._stack.close()
-        self._tmp.cleanup()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def blocks(self) -> int:
+        return len(self.archs) // self.block_steps
 
     def __call__(self) -> None:
-        import time
+        """The next block of the stream (cycling)."""
+        i = self.position % self.blocks
+        self.position += 1
+        archs = self.archs[i * self.block_steps:(i + 1) * self.block_steps]
+        with use_backend(self.variant.backend(self.device)):
+            if self.cache is None:
+                summary = train_shared(self.gan, self.data, self.config, self.stage, archs, *self.windows)
+            else:
+                summary = train_shared_graph(self.gan, self.data, self.config, self.stage, archs, *self.windows,
+                                             cache=self.cache)
+        self.losses.append((summary.d_loss, summary.g_loss))
 
-        archs = self.archs[self.calls % len(self.archs)]
-        self.calls += 1
-        parts: dict[str, float] = {}
-        state, config = self.state, self.config
-        with use_backend(backend_name(self.variant)):
-            for s in STAGES:
-                state.stage = s
-                state.controller, state.ctrl_opt, state.beams = self.stages[s]
-                self._sync()
-                start = time.perf_counter()
-                if self.graphs is None:
-                    train_shared(state.gan, self.data, config, s, archs[s], *self._windows)
-                else:
-                    train_shared_graph(state.gan, self.data, config, s, archs[s], *self._windows, cache=self.graphs)
-                self._sync()
-                parts[f"shared_{s}"] = time.perf_counter() - start
-            s = self.plan.ctrl_stage
-            state.stage = s
-            state.controller, state.ctrl_opt, state.beams = self.stages[s]
+    def first_pass(self) -> dict[str, Any]:
+        """Run the whole stream once from its start (graph variants: the captures); its statistics."""
+        seconds = 0.0
+        self.position = 0
+        for _ in range(self.blocks):
+            sync(self.device)
             start = time.perf_counter()
-            with tqdm(total=config.ctrl_step, disable=True) as bar, \
-                    (fp32_precision("ieee") if self.variant == "eager" else contextlib.nullcontext()):
-                train_controller(state, self.net, self.device, self.log, bar)
-            self._sync()
-            parts["ctrl"] = time.perf_counter() - start
-        self.parts.append(parts)
+            self()
+            sync(self.device)
+            seconds += time.perf_counter() - start
+        self.position = 0
+        out: dict[str, Any] = {"first_pass_seconds": seconds, "first_pass_steps": len(self.archs)}
+        if self.cache is not None:
+            out["graph_stats_first_pass"] = self.cache.stats.as_dict()
+        return out
 
-    def flop_per_call(self, per_image: int, sample: int = 24) -> float:
-        """FLOPs of one call: each stage's D and G steps (the mean over up to `sample` of its architectures,
-        times the steps) and the controller steps' rewards."""
+    def warm_up(self) -> None:
+        """An eager variant's warm-up: one block (allocator, cuDNN algorithms, Triton's JIT and autotuning)."""
+        self()
+        self.position = 0
+
+    def flop_per_block(self, sample: int = 24) -> float:
+        """FLOPs of one block: the mean D and G step over up to `sample` of the stream's architectures."""
         c = self.config
-        total = 0.0
-        gan = self.state.gan
-        for s in STAGES:
-            archs = self.archs[0][s]
-            flops = GanFlops(gan.gen, gan.dis, s, c.latent_dim, c.dis_bs, c.gen_bs, c.n_critic, self.device)
-            few = archs[:sample]
-            d = statistics.fmean(flops.d_step(a) for a in few)
-            g = statistics.fmean(flops.g_step(a) for a in few)
-            total += len(archs) * d + math.ceil(len(archs) / c.n_critic) * g
-            if s == self.plan.ctrl_stage:
-                total += c.ctrl_step * c.ctrl_sample_batch * statistics.fmean(
-                    reward_flops(flops, a, c.rl_num_eval_img, c.eval_batch_size, per_image) for a in few)
-        return total
+        gan = SharedGAN.create(self.base_config, self.device) if self.variant.overrides else self.gan
+        flops = GanFlops(gan.gen, gan.dis, self.stage, c.latent_dim, c.dis_bs, c.gen_bs, c.n_critic, self.device)
+        few = self.archs[:sample]
+        d = statistics.fmean(flops.d_step(a) for a in few)
+        g = statistics.fmean(flops.g_step(a) for a in few)
+        return self.block_steps * d + self.block_steps // c.n_critic * g
 
-    def projection(self, skip_first: int) -> dict[str, Any]:
-        """The paper search's wall time from the median part times of the calls after the first `skip_first`."""
-        calls = self.parts[skip_first:] or self.parts
-        med = {k: statistics.median(p[k] for p in calls) for k in calls[0]}
-        paper = preset_config("paper")
-        iters = [sum(1 for i in range(paper.max_search_iter) if paper.stage_at(i) == s) for s in STAGES]
-        per_reward = med["ctrl"] / (self.plan.ctrl_steps * paper.ctrl_sample_batch)
-        iteration = {s: med[f"shared_{s}"] / self.plan.fraction + paper.ctrl_step * per_reward for s in STAGES}
-        topk_rewards = (len(STAGES) - 1 + 1) * paper.num_candidate  # two grows and the final top-k
-        total = sum(iters[s] * iteration[s] for s in STAGES) + topk_rewards * per_reward
-        return {
-            "projected_paper_search_seconds": total,
-            "projection": {
-                "iterations_per_stage": iters, "paper_d_steps_per_iteration": self.plan.paper_steps,
-                "measured_d_steps_per_stage": self.plan.steps, "shared_seconds_per_stage": [
-                    med[f"shared_{s}"] for s in STAGES],
-                "seconds_per_reward": per_reward, "rewards": 30 * paper.max_search_iter + topk_rewards,
-                "iteration_seconds_per_stage": [iteration[s] for s in STAGES],
-                "reward_precision": self.config.reward_precision,
-                "not_counted": "checkpoints, sample grids, dynamic resets, the per-phase controller sample",
-            },
+    def stream_info(self, mean_block_s: float | None, iqr_block_s: float | None,
+                    first: dict[str, Any]) -> dict[str, Any]:
+        """The row's extra_info from the timed blocks' mean and IQR and the first pass."""
+        n = self.block_steps
+        step = None if mean_block_s is None else mean_block_s / n
+        info: dict[str, Any] = {
+            "mean_step_seconds": step, "iqr_step_seconds": None if iqr_block_s is None else iqr_block_s / n,
+            "key_space": self.key_space, "distinct_archs": len({tuple(a) for a in self.archs}),
+            "captures": 0 if self.cache is None else self.cache.stats.captures,
+            "d_loss_last_block": self.losses[-1][0] if self.losses else None,
         }
+        if self.cache is not None:
+            stats = self.cache.stats.as_dict()
+            captured = first.get("graph_stats_first_pass", {}).get("captures", 0)
+            info.update(graph_stats=stats, hit_rate=stats["hit_rate"],
+                        hit_rate_first_pass=first.get("graph_stats_first_pass", {}).get("hit_rate"),
+                        capture_seconds=stats["capture_seconds"])
+            if step is not None and captured:
+                # what a first occurrence (eager warm-up + capture) costs beyond a replayed step
+                info["capture_overhead_seconds"] = (first["first_pass_seconds"] - len(self.archs) * step) / captured
+        return info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -514,7 +526,7 @@ class DerivedRunner:
         return self.g_iters * self.flops.steps([list(PAPER_ARCH)] * self.config.n_critic)
 
 
-__all__ = ["STAGES", "VARIANTS", "DerivedRunner", "RewardRunner", "SearchPlan", "SearchRunner", "TinyFeatureNet",
-           "UnitRunner", "compiled_steps", "feature_net_flops_per_image", "reward_feature_net",
-           "reward_gan", "search_plan", "shared_config", "stage_beams", "stage_label", "stream_archs",
+__all__ = ["STAGES", "STREAM_VARIANTS", "VARIANTS", "DerivedRunner", "RewardRunner", "StreamRunner", "StreamVariant",
+           "TinyFeatureNet", "UnitRunner", "compiled_steps", "feature_net_flops_per_image", "reward_feature_net",
+           "reward_gan", "shared_config", "stage_beams", "stage_label", "stream_archs", "stream_steps",
            "synthetic_data", "train_config"]

@@ -1,8 +1,9 @@
 """Backend choice for the fused ops, and the argument checks both backends share.
 
-`auto` runs Triton on CUDA tensors and the PyTorch reference elsewhere; `triton` and `torch` force
-one side. The starting choice is `$AUTOGAN_FAST_KERNELS` (default `auto`): a user whose GPU or Triton
-version breaks a fused kernel runs the reference, the same maths, without touching code. Forced
+`auto` runs Triton on CUDA tensors where it is faster than the PyTorch reference (timed once per
+shape, `autoselect.py`) and the reference elsewhere; `triton` and `torch` force one side. The
+starting choice is `$AUTOGAN_FAST_KERNELS` (default `auto`): a user whose GPU or Triton version
+breaks a fused kernel runs the reference, the same maths, without touching code. Forced
 `triton` also runs on CPU tensors under the Triton interpreter (`TRITON_INTERPRET=1`, how the kernel
 tests run without a GPU); `auto` never picks the interpreter, which is orders of
 magnitude slower than the reference. Forcing `triton` where it cannot run raises instead of
@@ -73,6 +74,16 @@ def triton_can_run(*tensors: torch.Tensor) -> bool:
     return all(t.is_cuda for t in tensors)
 
 
+def _triton_on_cuda(tensors: list[torch.Tensor]) -> bool:
+    """`auto`'s rule: Triton installed and every tensor on CUDA (never the interpreter)."""
+    return triton_available() and all(t.is_cuda for t in tensors)
+
+
+# Whether `auto` may run Triton on these tensors; replaced only by `autoselect.autoselect_override` (tests),
+# so the CPU tests can drive `auto`'s timing choice through the interpreter.
+_auto_runs_triton: Callable[[list[torch.Tensor]], bool] = _triton_on_cuda
+
+
 def use_triton(*tensors: torch.Tensor | None) -> bool:
     """Dispatch decision for one call; raises when `triton` is forced but cannot run here."""
     present = [t for t in tensors if t is not None]
@@ -80,8 +91,8 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
         raise ValueError(f"${BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {_backend!r}")
     if _backend == "torch":
         return False
-    if _backend == "auto":
-        return triton_available() and all(t.is_cuda for t in present)
+    if _backend == "auto":  # then, where this is True, `autoselect.keep_fused` times fused against reference
+        return _auto_runs_triton(present)
     can_run = triton_can_run(*present)
     if _backend == "triton" and not can_run:
         where = sorted({str(t.device) for t in present})

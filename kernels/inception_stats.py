@@ -72,6 +72,7 @@ import numpy as np
 import torch
 
 from ._dispatch import check_same_device, check_tensor, get_backend, on_tensor_device, triton_available, use_triton
+from .autoselect import keep_fused
 
 if triton_available():
     import triton
@@ -408,7 +409,7 @@ class InceptionStats:
         totals = self._totals
         if self.num_seen == 0:  # the shift c (see the header), fp32-representable
             totals.shift.copy_(features.to(torch.float32).mean(dim=0))
-        if self._run_triton(features, logits):
+        if self._run_triton(features, logits, row_offset):
             inception_stats_update(features, logits, totals, row_offset, self.num_images)
         else:
             self._totals = inception_stats_update_ref(features, logits, totals, row_offset, self.num_images)
@@ -453,15 +454,25 @@ class InceptionStats:
             offset += x.numel()
         self.num_seen = int(flat[-1].item())  # host sync
 
-    def _run_triton(self, features: torch.Tensor, logits: torch.Tensor) -> bool:
+    def _run_triton(self, features: torch.Tensor, logits: torch.Tensor, row_offset: int) -> bool:
         if not use_triton(features, logits):
             return False
-        if torch.float64 not in (features.dtype, logits.dtype):
-            return True
-        if get_backend() == "triton":
-            raise RuntimeError("backend 'triton' was forced but the kernel does not take float64 inputs "
-                               "(the kernel sums in fp32 tiles)")
-        return False
+        if torch.float64 in (features.dtype, logits.dtype):
+            if get_backend() == "triton":
+                raise RuntimeError("backend 'triton' was forced but the kernel does not take float64 inputs "
+                                   "(the kernel sums in fp32 tiles)")
+            return False
+        scratch: list[InceptionTotals] = []  # totals to time into (made once, only if timed): not the real ones
+
+        def totals() -> InceptionTotals:
+            if not scratch:
+                scratch.append(InceptionTotals(*(t.clone() for t in self._totals)))
+            return scratch[0]
+
+        return keep_fused(
+            "inception_stats_update", (features, logits),
+            lambda: inception_stats_update(features, logits, totals(), row_offset, self.num_images),
+            lambda: inception_stats_update_ref(features, logits, totals(), row_offset, self.num_images))
 
     def _require_all(self, what: str) -> InceptionTotals:
         if self.num_seen != self.num_images or self._totals is None:

@@ -154,13 +154,14 @@ def capture_launches(target: GPUTarget) -> Iterator[list[Launch]]:
         triton.runtime.driver._active = previous_driver
 
 
-OPS = ("upconv", "sn", "stats")
+OPS = ("upconv", "sn", "stats", "bilinear")
 
 
 def all_cases(channels: Iterable[int] = (64, 128, 256), ops: Iterable[str] = OPS) -> list[ResourceCase]:
     """The launch cases of the given ops (each op file's `resource_cases(channels)`)."""
     # import_module: the package's `spectral_norm` attribute is the function, not the module
-    modules = {"upconv": "upsample_conv", "sn": "spectral_norm", "stats": "inception_stats"}
+    modules = {"upconv": "upsample_conv", "sn": "spectral_norm", "stats": "inception_stats",
+               "bilinear": "bilinear_upsample"}
     channels = tuple(channels)
     return [case for op in ops
             for case in importlib.import_module(f"{__package__}.{modules[op]}").resource_cases(channels)]

@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import check_same_device, check_tensor, get_backend, on_tensor_device, use_triton
+from .autoselect import keep_fused, timed_call
 
 try:
     import triton
@@ -540,17 +541,36 @@ class _SpectralNormFunction(torch.autograd.Function):
                 *(None if g is None else gw for g, gw in zip(grads, grad_ws, strict=True)))
 
 
-def _kernel_runs(plan: _Plan, tensor: torch.Tensor) -> bool:
-    """Dispatch: Triton where it can run and the dtype is fp32 (the kernel's only dtype). `tensor` is
-    any tensor of the checked group (one device)."""
-    if not use_triton(tensor):
+def _kernel_runs(plan: _Plan, weights, us, vs, n_power_iterations: int, eps: float, training: bool) -> bool:
+    """Dispatch: Triton where it can run, the dtype is fp32 (the kernel's only dtype) and, under `auto`,
+    it timed faster than the reference for this group's shapes (`autoselect.keep_fused`)."""
+    if not use_triton(weights[0]):
         return False
     if not plan.fp32:
         if get_backend() == "triton":
             raise RuntimeError(f"backend 'triton' was forced but the spectral-norm kernel is fp32 only, got "
                                f"{plan.dtypes}")
         return False
-    return True
+    scratch: list = []  # u, v copies for the timing (made once, only if timed): the real u, v must not move
+
+    def copies():
+        if not scratch:
+            scratch.extend(([u.clone() for u in us], [v.clone() for v in vs]))
+        return scratch
+
+    def fused(*ws):
+        us_c, vs_c = copies()
+        return _SpectralNormFunction.apply((us_c, vs_c, _plan(ws, us_c, vs_c)), n_power_iterations, eps, training,
+                                           *ws)
+
+    def reference(*ws):
+        us_c, vs_c = copies()
+        return [spectral_norm_weight_ref(w, u, v, n_power_iterations, eps, training)
+                for w, u, v in zip(ws, us_c, vs_c, strict=True)]
+
+    options = {"training": training, "n_power_iterations": n_power_iterations,
+               "backward": torch.is_grad_enabled() and any(w.requires_grad for w in weights)}
+    return keep_fused("spectral_norm", weights, timed_call(fused, *weights), timed_call(reference, *weights), options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,7 +632,13 @@ def _check_options(n_power_iterations, eps, training) -> None:
 def spectral_norm_weight_ref(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
                              n_power_iterations: int = 1, eps: float = 1e-12,
                              training: bool = True) -> torch.Tensor:
-    """weight / sigma(weight); in training, first `n_power_iterations` power steps update u, v in place."""
+    """weight / sigma(weight); in training, first `n_power_iterations` power steps update u, v in place.
+
+    In the weight's dtype even under autocast (mixed-precision training): a bf16 power iteration
+    would drift u, v and sigma, and the layer casts W / sigma to its compute dtype anyway."""
+    if torch.is_autocast_enabled(weight.device.type):
+        with torch.autocast(weight.device.type, enabled=False):
+            return spectral_norm_weight_ref(weight, u, v, n_power_iterations, eps, training)
     weight_mat = weight.reshape(weight.shape[0], -1)
     if training and n_power_iterations > 0:
         with torch.no_grad():
@@ -641,7 +667,7 @@ def spectral_norm_weight(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     """
     _check_options(n_power_iterations, eps, training)
     plan = _plan((weight,), (u,), (v,), indexed=False)  # checks the layer unless the plan is cached
-    if _kernel_runs(plan, weight):
+    if _kernel_runs(plan, (weight,), (u,), (v,), n_power_iterations, eps, training):
         (out,) = _SpectralNormFunction.apply(([u], [v], plan), n_power_iterations, eps, training, weight)
         return out
     return spectral_norm_weight_ref(weight, u, v, n_power_iterations, eps, training)
@@ -660,7 +686,7 @@ def spectral_norm_weights(weights, us, vs, n_power_iterations: int = 1, eps: flo
         raise ValueError(f"weights, us, vs must be non-empty lists of one length, got "
                          f"{len(weights)}, {len(us)}, {len(vs)}")
     plan = _plan(weights, us, vs)  # checks every layer unless the plan is cached
-    if _kernel_runs(plan, weights[0]):
+    if _kernel_runs(plan, weights, us, vs, n_power_iterations, eps, training):
         return list(_SpectralNormFunction.apply((us, vs, plan), n_power_iterations, eps, training, *weights))
     return [spectral_norm_weight_ref(w, u, v, n_power_iterations, eps, training)
             for w, u, v in zip(weights, us, vs, strict=True)]

@@ -51,8 +51,8 @@ costs registers in every tile): tensors of 2^31 elements or more take the refere
 Where it loses, measured (one H200, torch 2.11, triton 3.6; benchmarks/results/nvidia-h200.json): to
 cuDNN on the materialized upsample at EVERY AutoGAN shape, 0.17-0.32x forward and 0.23-0.40x forward +
 backward (33-41 TFLOP/s against cuDNN's 80-200): the 2.25x fewer multiply-adds do not make up for tiles
-that reach a fifth of cuDNN's throughput. `auto` still picks it on CUDA; `--kernels torch` (or
-`use_backend("torch")`) runs the faster reference until it wins. On paper it also loses where
+that reach a fifth of cuDNN's throughput. `auto` times both once per shape (`autoselect.py`) and runs
+the faster; `--kernels torch` (or `use_backend("torch")`) forces the reference. On paper it also loses where
 the grad-weight kernel reads every activation 8 times (twice per (py, dy, dx);
 L2-resident at these sizes), so at large C x spatial (C >= 512, 64 x 64 inputs) cuDNN on the
 materialized upsample can win; batch-1 / tiny-channel calls are launch bound either way (capture
@@ -79,6 +79,7 @@ from ._dispatch import (
     triton_interpreter,
     use_triton,
 )
+from .autoselect import keep_fused, timed_call
 
 if triton_available():
     import triton
@@ -760,6 +761,13 @@ def _check_args(x, weight, bias, scale, shift, relu, residual) -> None:
     check_same_device(x=x, weight=weight, bias=bias, scale=scale, shift=shift, residual=residual)
 
 
+def _options(relu: bool, tensors) -> dict[str, object]:
+    """The `auto` key's fields beyond shapes (which say which optional tensors are given): the activation,
+    and whether a backward follows (the timing then includes it)."""
+    return {"relu": relu, "backward": torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)}
+
+
 def upsample_conv2d(x, weight, bias=None, *, scale=None, shift=None, relu=False, residual=None):
     """y = conv2d(up2(act(x)), weight, bias, padding=1) + residual, without building up2(act(x)).
 
@@ -788,8 +796,12 @@ def upsample_conv2d(x, weight, bias=None, *, scale=None, shift=None, relu=False,
         elif largest >= _MAX_ELEMENTS:
             reason = f"the kernels index with int32 and a tensor would have {largest} >= 2^31 elements"
         if reason is None:
-            return _UpsampleConv2dFunction.apply(x, weight, bias, scale, shift, residual, relu)
-        if get_backend() == "triton":
+            tensors = (x, weight, bias, scale, shift, residual)
+            if keep_fused("upsample_conv2d", tensors, timed_call(_UpsampleConv2dFunction.apply, *tensors, relu),
+                          timed_call(upsample_conv2d_ref, x, weight, bias, scale=scale, shift=shift, relu=relu,
+                                     residual=residual), _options(relu, tensors)):
+                return _UpsampleConv2dFunction.apply(*tensors, relu)
+        elif get_backend() == "triton":
             raise RuntimeError(f"backend 'triton' was forced but {reason}")
     return upsample_conv2d_ref(x, weight, bias, scale=scale, shift=shift, relu=relu, residual=residual)
 

@@ -67,6 +67,10 @@ def full_disk_for(monkeypatch, name):
     monkeypatch.setattr(run_dir, "atomic_write", atomic_write)
 
 
+COLLAPSE_WARNINGS = ("warning: the shared GAN of stage", "warning: the training collapsed")
+
+
 def without_collapse_warnings(stderr: str) -> str:
-    """stderr less the search's collapse warnings (tiny test GANs collapse; the line under test remains)."""
-    return "\n".join(line for line in stderr.splitlines() if not line.startswith("warning: the shared GAN of stage"))
+    """stderr less the search's and training's collapse warnings (tiny test GANs collapse; the line under test
+    remains)."""
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith(COLLAPSE_WARNINGS))

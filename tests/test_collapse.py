@@ -6,7 +6,15 @@ import pytest
 from cli_helpers import run_cli_captured
 
 from autogan_fast.nas import loop as search_loop
-from autogan_fast.nas.collapse import COLLAPSE_IS, stage_collapsed
+from autogan_fast.nas.collapse import (
+    COLLAPSE_IS,
+    COLLAPSED,
+    NEAR_COLLAPSE,
+    NEAR_COLLAPSE_IS,
+    stage_collapsed,
+    stage_near_collapse,
+    stage_verdict,
+)
 from autogan_fast.search import main
 
 # Three iterations (one per stage), two controller steps each (as tests/test_search_cli.py's TINY).
@@ -24,8 +32,35 @@ TINY = ["--gf-dim", "4", "--df-dim", "4", "--latent-dim", "8", "--max-search-ite
     pytest.param([1.2, 1.6], False, id="last-above"),
     pytest.param([COLLAPSE_IS, COLLAPSE_IS], False, id="at-the-floor-is-not-below"),
 ])
-def test_the_rule(means, collapsed):
+def test_the_collapse_rule(means, collapsed):
+    """The hard rule alone (`stage_collapsed`, which train.py also uses): the last two below the floor."""
     assert stage_collapsed(means) is collapsed
+
+
+@pytest.mark.parametrize("means, verdict", [
+    pytest.param([], None, id="no-iteration-yet"),
+    pytest.param([3.0, 1.3, 1.1], COLLAPSED, id="collapsed-wins-over-near"),
+    pytest.param([1.4, 1.6, 1.4, 1.6], NEAR_COLLAPSE, id="hovering-escapes-the-hard-rule"),
+    pytest.param([1.1, 1.3, 2.0], NEAR_COLLAPSE, id="one-recovery-step-is-not-enough"),
+    pytest.param([1.1, 1.3, 2.4, 2.6, 2.5], None, id="recovered"),
+    pytest.param([NEAR_COLLAPSE_IS] * 3, None, id="at-the-near-floor-is-not-below"),
+    # recorded digits-demo trajectories (mean reward per iteration of one stage; studies/calibration-notes.md)
+    pytest.param([1.86, 2.61, 1.84, 2.90, 2.96], None, id="mlas-seed1-stage0-healthy"),
+    pytest.param([1.80, 1.68, 1.93, 2.82, 2.36], None, id="mlas-seed1-stage1-dip-then-recovery"),
+    pytest.param([1.83, 2.45, 2.08, 2.68, 3.61, 3.85, 5.51, 4.28, 4.65, 5.42], None, id="mlas-seed1-stage2-healthy"),
+    pytest.param([1.91, 2.03, 1.78, 1.44, 2.29], None, id="random-seed1001-stage0-healthy-at-4px"),
+    pytest.param([1.37, 3.08, 1.91, 1.81, 1.93], None, id="random-seed1001-stage1-old-init-healthy"),
+    pytest.param([2.48, 2.02, 1.91, 1.23, 1.95], NEAR_COLLAPSE, id="random-seed1002-stage1-old-init-sinking"),
+    # held-out seeds on the final code (2 threads unless said)
+    pytest.param([1.74, 1.27, 1.77, 1.32, 1.81], NEAR_COLLAPSE, id="random-seed2003-stage1-hovering"),
+    pytest.param([2.38, 2.08, 2.05, 1.82, 1.72], None, id="mlas-seed2003-stage1-close-call-passed"),
+    pytest.param([2.04, 1.34, 1.5, 1.89, 1.75, 1.47, 2.11, 1.97, 2.79, 2.12], None,
+                 id="random-seed2003-1-thread-stage2-recovered-by-its-end"),
+    pytest.param([1.5, 2.33, 2.19, 2.54, 2.67], None, id="mlas-seed2004-stage0-healthy"),
+])
+def test_the_stage_verdict(means, verdict):
+    assert stage_verdict(means) == verdict
+    assert stage_near_collapse(means) is (verdict is not None and sum(means[-3:]) / len(means[-3:]) < NEAR_COLLAPSE_IS)
 
 
 def search_with_rewards(base, monkeypatch, capsys, out, *extra):
@@ -67,3 +102,15 @@ def test_collapse_survives_a_resume(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli_captured(main, ["--resume", out], capsys)
     assert code == 0, err
     assert json.loads((out / "result.json").read_text())["collapsed_stages"] == [0, 1, 2]
+
+
+def test_a_search_hovering_near_the_floor_is_marked(tmp_path, capsys, monkeypatch):
+    """Rewards pinned at 1.6: above the hard floor (the old rule passed it), below NEAR_COLLAPSE_IS: every
+    stage is logged as a near-collapse, warned about, and the result is no finding."""
+    out = tmp_path / "near"
+    stdout, stderr = search_with_rewards(1.6, monkeypatch, capsys, out)
+    result = json.loads((out / "result.json").read_text())
+    assert result["finding"] is False and result["collapsed_stages"] == [0, 1, 2]
+    assert stderr.count("nearly collapsed") == 3 and "NO FINDING" in stdout
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events if e["event"] == "collapse"] == [NEAR_COLLAPSE] * 3

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from autogan_fast.data.cifar10 import load_cifar10
+from autogan_fast.data.cifar10 import MAX_BATCH_FILE_BYTES, load_cifar10
 from autogan_fast.data.folder import load_image_folder
 from autogan_fast.data.stl10 import load_stl10
 from autogan_fast.errors import UsageError
@@ -191,6 +191,55 @@ def test_cifar10_allows_only_the_latin1_encode_of_a_str(tmp_path: Path, args: by
     file = tmp_path / "cifar-10-batches-py" / "data_batch_1"
     file.write_bytes(b"c_codecs\nencode\n" + args + b"R.")
     with pytest.raises(UsageError, match=re.escape(str(file))):
+        load_cifar10(tmp_path, "train")
+
+
+def _ndarray_state(shape: tuple[int, ...], kind: bytes, data: bytes) -> bytes:
+    """A pickled ndarray as numpy writes one (an empty array its BUILD fills), with any state."""
+    dtype = b"cnumpy\ndtype\n" + _binstring(kind) + _int(0) + _int(1) + b"\x87R"
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _int(0) + b"\x85" + _binstring(b"b")
+            + b"\x87R(" + _int(1) + b"(" + b"".join(b"L%dL\n" % d for d in shape) + b"t" + dtype + b"\x89" + data
+            + b"tb")
+
+
+def _batch_with(array: bytes) -> bytes:
+    return b"\x80\x02}(" + _binstring(b"data") + array + _binstring(b"labels") + b"](" + _int(0) + b"eu."
+
+
+@pytest.mark.parametrize("content, message", [
+    # 9 bytes: BINBYTES8 of a length past sys.maxsize (the C unpickler: OverflowError)
+    (b"\x8e" + struct.pack("<Q", 2**63 + 5), "exceeds system's maximum size"),
+    # 9 bytes: BINBYTES8 of 2**40 bytes (the C unpickler allocates them before reading: MemoryError)
+    (b"\x8e" + struct.pack("<Q", 2**40), "truncated or corrupt"),
+    # a memo index of 2**31 - 1 (the C unpickler sizes its memo by it: 32 GiB)
+    (b"\x80\x02Nr\xff\xff\xff\x7f.", "holds a NoneType"),
+    # _reconstruct of a (10**12,) array: numpy allocates 10**12 bytes (MemoryError)
+    (_batch_with(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n(L1000000000000L\nt"
+                 + _binstring(b"b") + b"\x87R"), r"refusing _reconstruct\(\.\.\., \(1000000000000,\)"),
+    # numpy.ndarray((10**12,)) called directly
+    (_batch_with(b"cnumpy\nndarray\n(L1000000000000L\n\x85tR"), "refusing to call numpy.ndarray"),
+    # a state of 10**12 uint8 holding one byte (numpy checks this one itself; refused before it runs)
+    (_batch_with(_ndarray_state((10**12,), b"u1", _binstring(b"x"))), "needs 1,000,000,000,000 bytes, the file "
+                                                                       "holds 1 bytes"),
+    # a state of 10**12 Python objects: numpy allocates 8 x 10**12 bytes for the pointers (MemoryError)
+    (_batch_with(_ndarray_state((10**12,), b"O8", b"](" + _int(0) + b"e")), "only arrays of numbers load"),
+], ids=["binbytes8-overflow", "binbytes8-2**40", "memo-2**31", "reconstruct-10**12", "ndarray-call-10**12",
+        "state-10**12-uint8", "state-10**12-objects"])
+def test_cifar10_pickles_asking_for_huge_memory_are_refused_in_one_line(tmp_path: Path, content: bytes,
+                                                                          message: str) -> None:
+    _write_cifar(tmp_path)
+    file = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    file.write_bytes(content)
+    with pytest.raises(UsageError, match=rf"CIFAR-10 batch file {re.escape(str(file))} .*{message}"):
+        load_cifar10(tmp_path, "train")
+
+
+def test_cifar10_batch_file_larger_than_any_batch_is_refused_unread(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    file = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(file, "r+b") as f:
+        f.truncate(MAX_BATCH_FILE_BYTES + 1)  # sparse: nothing is written or read
+    with pytest.raises(UsageError, match=rf"{re.escape(str(file))} is {MAX_BATCH_FILE_BYTES + 1:,} bytes, more than"):
         load_cifar10(tmp_path, "train")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -197,6 +198,24 @@ def _write_npz(**arrays):
     return lambda path: np.savez(path, **arrays)
 
 
+def _zip_of(**members: bytes):
+    """An .npz-like zip whose members hold exactly `members` (name.npy: bytes)."""
+    def make(path: Path) -> None:
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in members.items():
+                archive.writestr(f"{name}.npy", data)
+    return make
+
+
+def _claiming_npz(mu_shape: tuple[int, ...], sigma_shape: tuple[int, ...]):
+    """An .npz whose members' .npy headers claim float64 arrays of these shapes and hold no data."""
+    def header(shape: tuple[int, ...]) -> bytes:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        return buffer.getvalue()
+    return _zip_of(mu=header(mu_shape), sigma=header(sigma_shape))
+
+
 def _truncated_npz(path: Path) -> None:
     np.savez(path, mu=np.zeros(64), sigma=np.eye(64))
     path.write_bytes(path.read_bytes()[:-200])  # the zip directory at the end is cut
@@ -210,6 +229,13 @@ def _corrupt_member(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _flipped_data_byte(path: Path) -> None:
+    np.savez(path, mu=np.zeros(64), sigma=np.eye(64))
+    raw = bytearray(path.read_bytes())
+    raw[raw.find(b"\x93NUMPY", raw.find(b"sigma.npy")) + 200] ^= 1  # sigma's data: its CRC no longer matches
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "not found"),                                                    # no file
     (lambda p: p.write_text("mu sigma"), "not an .npz"),                             # text
@@ -220,9 +246,17 @@ def _corrupt_member(path: Path) -> None:
     (_write_npz(mu=np.zeros(3), sigma=np.eye(2)), r"sigma \(D, D\)"),                 # sizes disagree
     (_write_npz(mu=np.zeros(2), sigma=np.full((2, 2), np.inf)), "finite"),            # inf
     (_write_npz(mu=np.zeros(2, complex), sigma=np.eye(2)), "real numbers"),           # complex
-    (_write_npz(mu=np.array([None, None]), sigma=np.eye(2)), "corrupt"),              # pickled objects
+    (_write_npz(mu=np.array([None, None]), sigma=np.eye(2)), r"its mu.npy holds Python objects \(a pickle\), "
+     r"not numbers; refused$"),                                                       # pickled objects
+    (_claiming_npz((10**11,), (10**11, 10**11)), "declares 100,000,000,000-d features"),  # np.load: MemoryError
+    (_claiming_npz((10**11,), (2, 2)), r"mu must be \(D,\) and sigma \(D, D\)"),     # shapes, before reading
+    (_claiming_npz((64,), (64, 64)), r"corrupt: its mu declares \(64,\) float64 \(512 bytes\) but holds 0"),
+    (_zip_of(mu=pickle.dumps([0.0, 0.0]), sigma=_npy_bytes(np.eye(2))), "corrupt: its mu.npy is not a .npy array$"),
+    (lambda p: p.write_bytes(pickle.dumps({"mu": [0.0], "sigma": [[1.0]]})), r"not an .npz file \(a zip of .npy "
+     r"arrays\): File is not a zip file$"),                                          # a bare pickle: no advice
     (_truncated_npz, "not an .npz"),                                                  # cut download
     (_corrupt_member, "corrupt"),                                                     # damaged member
+    (_flipped_data_byte, "corrupt: Bad CRC-32"),                                      # damaged data
 ])
 def test_bad_stats_files_name_the_file(tmp_path: Path, make, message: str) -> None:
     path = tmp_path / "stats.npz"

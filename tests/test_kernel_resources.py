@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from autogan_fast.kernels import triton_available
 
@@ -75,6 +76,28 @@ def test_every_kernel_and_autotune_config_is_covered(usage):
                     want = (f"INPUT_PRECISION={precision} " + " ".join(f"{k}={v}" for k, v in c.kwargs.items())
                             + f" warps={c.num_warps} stages={c.num_stages}")
                     assert any(cfg.startswith(want) for cfg in configs), f"sm_{arch} {kernel}: {want} not compiled"
+
+
+def test_every_bilinear_block_configuration_is_covered(usage):
+    """Both bilinear kernels at every (dtype, factor, width) of `resource_cases`, with the blocks the
+    launchers pick there (a launcher change that reaches a new configuration shows up here)."""
+    import importlib
+
+    bu = importlib.import_module("autogan_fast.kernels.bilinear_upsample")
+    short = {"torch.float32": "fp32", "torch.float64": "fp64", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+    for arch in ARCHS:
+        configs = {(r["kernel"], r["config"]) for r in usage[0] if r["arch"] == arch}
+        for dtype, shapes in bu.RESOURCE_DTYPES.items():
+            ptr, acc = short[str(dtype)], "fp64" if dtype == torch.float64 else "fp32"
+            for s, widths in shapes:
+                for w in widths:
+                    r, bw = bu.fwd_blocks(w * s)
+                    want = {("_bilinear_upsample_fwd_kernel",
+                             f"SCALE={s} ACC_DTYPE={acc} BLOCK_R={r} BLOCK_W={bw} warps=4 stages=1 ptrs={ptr}")}
+                    r, bw, bk = bu.bwd_blocks(w, s, dtype)
+                    want.add(("_bilinear_upsample_bwd_kernel", f"SCALE={s} WIN_PAD={bu._window_pad(s)} ACC_DTYPE={acc} "
+                              f"BLOCK_R={r} BLOCK_W={bw} BLOCK_K={bk} warps=4 stages=1 ptrs={ptr}"))
+                    assert want <= configs, f"sm_{arch}: {want - configs} not compiled"
 
 
 # A kernel that cannot fit: num_stages buffers of two 256 x 256 fp32 tiles in the loop (~1.5 MB of

@@ -251,3 +251,30 @@ def test_init_is_xavier_for_conv2d_only_as_autogan():
             assert not changed, f"{name} ({type(owner).__name__}) must keep PyTorch's default init"
     bn_weights = torch.cat([m.weight for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert abs(bn_weights.mean().item() - 1.0) < 0.02 and bn_weights.std().item() < 0.05  # N(1, 0.02)
+
+
+@pytest.mark.parametrize("cells", [
+    pytest.param([[0, 1, 2, 1], [1, 0, 2, 1, 1], [0, 2, 2, 0, 3]], id="post-pre-post: shortcuts and skip-ins"),
+    pytest.param([[1, 1, 2, 0], [0, 1, 2, 1, 0], [1, 0, 2, 1, 2]], id="pre-post-pre: BN, no-norm, one skip"),
+])
+def test_the_search_starts_its_deconvs_as_nearest_upsampling(cells):
+    """The search's fresh generator (`SharedGAN.fresh_nets`: `init_deconvs_as_nearest`) gives an architecture
+    whose every upsampling is "deconv" the same images as with "nearest" (the upsampler, the shortcut's and
+    the skip-ins' resizers); at PyTorch's default deconv init they differ completely."""
+    from autogan_fast.config import preset_config
+    from autogan_fast.engines.eager import SharedGAN
+
+    torch.manual_seed(0)
+    config = preset_config("demo").validate()
+    gen, _ = SharedGAN.fresh_nets(config, torch.device("cpu"))
+    gen.eval()  # running statistics: the two forwards see the same normalization
+    z = torch.randn(8, config.latent_dim)
+    deconv = [code for cell in cells for code in cell]
+    nearest = [1 if position in (2, 6, 11) else code for position, code in enumerate(deconv)]
+    with torch.no_grad():
+        gen.set_arch(deconv)
+        by_deconv = gen(z)
+        gen.set_arch(nearest)
+        by_nearest = gen(z)
+    # float32 sums in another order (the fused upsample-conv against conv after a deconv): 1e-5 of tanh's range
+    torch.testing.assert_close(by_deconv, by_nearest, atol=1e-5, rtol=0)

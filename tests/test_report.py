@@ -308,5 +308,46 @@ def test_merge_takes_each_row_from_the_last_run_that_measured_it():
     assert [m["file"] for m in merged["machine_info"]["merged_from"]] == ["1.json", "2.json", "3.json"]
     assert merged["machine_info"]["git"] == merged["commit_info"]["id"] == "abc123"
     assert merged["duration_s"] == 30.0
+    assert merged["kernel_choices"] == []  # files from before `auto` timed anything hold none
+    choice = {"op": "bilinear", "key": "(64, 128, 16, 16)", "backend": "triton"}
+    first["kernel_choices"], third["kernel_choices"] = [choice], [choice, {**choice, "op": "upconv"}]
+    merged = merge.merge([first, second, third], ["1.json", "2.json", "3.json"])
+    assert merged["kernel_choices"] == [choice, {**choice, "op": "upconv"}]  # each run's choices, once each
     with pytest.raises(ValueError, match="not one machine's runs"):
         merge.merge([first, run("t4", [], gpu="NVIDIA H100")], ["1.json", "4.json"])
+
+
+def _stream_file():
+    """Stream and reward rows of three stages: eager 10 ms a D step and 2 s a reward, graph 1 ms and the fp32
+    reward 0.5 s with captures that cost nothing extra, graph+bf16 skipped."""
+    rows = []
+    for s in (0, 1, 2):
+        label = f"stage {s}: 3000-step stream"
+        rows += [_entry("stage_stream", label, "eager", 500.0, stage=s, mean_step_seconds=0.01, captures=0,
+                        key_space=72, reward_variant="eager"),
+                 _entry("stage_stream", label, "graph", 50.0, stage=s, mean_step_seconds=0.001, captures=3,
+                        key_space=72, capture_overhead_seconds=0.0, reward_variant="fp32"),
+                 _entry("stage_stream", label, "graph+bf16", 0, stage=s, reward_variant="bf16",
+                        skipped_reason="not built yet: --precision"),
+                 _entry("reward", f"stage {s}: IS", "eager", 2000.0, stage=s, search_batch=True),
+                 _entry("reward", f"stage {s}: IS", "fp32", 500.0, stage=s, search_batch=True)]
+    return _results("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3", rows)
+
+
+def test_projection_table_beside_eager_of_the_same_file(repo):
+    """A file with stream rows gets the projected search per variant (report.py header's formula via
+    benchmarks/projection.py) beside eager's; a file without them (the old search_iteration row) gets none."""
+    results = repo / "benchmarks" / "results"
+    (results / "nvidia-h100-80gb-hbm3.json").write_text(json.dumps(_stream_file()))
+    assert _run(repo) == 0
+    block = _block((repo / "README.md").read_text())
+    h100 = block.split("\n### ")[1]
+    assert "Projected paper search" in h100 and "Projected paper search" not in block.split("\n### ")[2]
+    lines = {line.split(" | ")[0].strip("| "): [c.strip() for c in line.strip("|").split(" | ")]
+             for line in h100.splitlines() if line.startswith("| eager | eager") or line.startswith("| graph")}
+    # eager: 65 x 11,715 x 10 ms + (30 x 65 + 30) x 2 s = 11,574.75 s; graph: 761.475 s + 1,980 x 0.5 s
+    assert lines["eager"][5] == "3.22 h" and lines["eager"][6] == "baseline"
+    assert lines["graph"][5] == "29.2 min" and lines["graph"][6] == "6.61x" and lines["graph"][8] == "met"
+    assert lines["graph+bf16"][5] == "not projected" and "skipped: not built yet" in lines["graph+bf16"][8]
+    rows = _tables(block)["NVIDIA H100 80GB HBM3"]
+    assert rows[("stage_stream", "stage 2: 3000-step stream", "graph")]["speed-up vs eager"] == "10.0x"

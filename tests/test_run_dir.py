@@ -9,6 +9,8 @@ import math
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import warnings
 import zipfile
 
@@ -59,6 +61,24 @@ def test_the_lock_is_held_until_the_block_ends(tmp_path):
         RunLock(tmp_path).acquire()  # another open of the lock file conflicts
     with locked_run_dir(tmp_path):  # released: taken again
         pass
+
+
+@pytest.mark.parametrize("make_lock, refusal", [
+    # a link to a file the user owns: following it would truncate that file and write "pid host" into it
+    (lambda lock, victim: lock.symlink_to(victim), "is a symbolic link, not a lock file"),
+    # a FIFO is no file to lock or write a pid into (and opening one for reading can wait for ever)
+    (lambda lock, victim: os.mkfifo(lock), "is not a regular file"),
+], ids=["symlink", "fifo"])
+def test_a_lock_that_is_not_a_regular_file_is_refused_and_nothing_is_written(tmp_path, make_lock, refusal):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    make_lock(run / LOCK, victim)
+    with pytest.raises(UsageError, match=rf"cannot lock run folder {run}: {run / LOCK} {refusal}"), \
+            locked_run_dir(run):
+        pass
+    assert victim.read_text() == "keep me\n"
 
 
 def test_taking_the_lock_removes_stale_temporary_files_only(tmp_path):
@@ -123,6 +143,60 @@ def test_a_full_disk_is_a_usage_error_and_leaves_the_old_file(tmp_path):
         atomic_write(tmp_path / "new.json", no_space)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+class FillingDisk:
+    """A file that takes `room` bytes, then refuses every write as a full disk does."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def test_a_full_disk_inside_torch_save_is_the_full_disk_message(tmp_path):
+    """torch.save turns the OSError of a refused write into its zip writer's "unexpected pos" RuntimeError
+    (raised on closing the archive): that is still a full disk, and says so."""
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": "x"})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    state = {"format": "x", "weights": torch.zeros(10_000)}  # 40 kB: past the room after the archive's header
+    with pytest.raises(UsageError, match=r"cannot write .*checkpoint.pt: No space left on device; the previous "
+                                         r"checkpoint.pt is intact"):
+        atomic_write(tmp_path / "checkpoint.pt", lambda f: torch.save(state, FillingDisk(f, 4096)))
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+# Under `ulimit -f` a write past the limit fails with EFBIG (Python ignores SIGXFSZ, which would kill it).
+_SAVE_PAST_FILE_SIZE_LIMIT = """
+import resource, sys, torch
+from autogan_fast.errors import UsageError
+from autogan_fast.run_dir import save_checkpoint
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint(sys.argv[1], {"format": "x", "weights": torch.zeros(100_000)})
+except UsageError as err:
+    print(err)
+"""
+
+
+def test_a_checkpoint_past_the_file_size_limit_is_one_line_and_leaves_the_old_one(tmp_path):
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": "x"})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    done = subprocess.run([sys.executable, "-c", _SAVE_PAST_FILE_SIZE_LIMIT, str(tmp_path / "checkpoint.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"cannot write {tmp_path / 'checkpoint.pt'}: File too large; the previous checkpoint.pt " \
+                          f"is intact\n"
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_run_folders_the_file_system_refuses_leave_nothing(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, run_to_success, without_collapse_warnings
 
+from autogan_fast.nas import loop
 from autogan_fast.search import main
 from autogan_fast.search_space import validate_arch
 
@@ -47,7 +48,9 @@ def test_run_folder_holds_every_file(full_run):
     config = json.loads((full_run / "config.json").read_text())
     assert config["gf_dim"] == 4 and config["preset"] == "demo" and config["ctrl_lr"] == 3e-3
     result = json.loads((full_run / "result.json").read_text())
-    assert set(result) == {"archs", "search_mode", "finding", "collapsed_stages", "wall_seconds", "device"}
+    assert set(result) == {"archs", "search_mode", "finding", "collapsed_stages", "wall_seconds", "device",
+                           "kernel_choices"}
+    assert result["kernel_choices"] == []  # auto on CPU tensors: the reference, nothing timed
     assert result["search_mode"] == "mlas" and result["device"] == "cpu" and len(result["archs"]) == 2
     scores = [entry["inception_score"] for entry in result["archs"]]
     assert scores == sorted(scores, reverse=True) and all(1.0 <= s <= 10.0 for s in scores)
@@ -96,6 +99,29 @@ def test_resume_after_a_crash_drops_the_unfinished_iterations_log(full_run, tmp_
     assert sum(1 for ln in (out / "log.jsonl").read_text().splitlines() if '"shared_train"' in ln) == 3
 
 
+def iteration_events(run_dir):
+    return [(e["search_iter"], e["mean_inception_score"]) for e in map(json.loads, (run_dir / "log.jsonl").read_text(
+        ).splitlines()) if e["event"] == "iteration"]
+
+
+def test_a_kill_right_after_a_checkpoint_keeps_the_iterations_event(full_run, tmp_path, capsys, monkeypatch):
+    """The study's proxy curve reads the `iteration` events: a kill right after iteration 0's checkpoint must
+    leave its event logged (it is written before the checkpoint; the resume goes on from iteration 1)."""
+    real_save = loop.save_checkpoint
+
+    def save_then_kill(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt  # as a kill right after the checkpoint's os.replace
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_kill)
+    out = tmp_path / "killed"
+    assert run([*TINY, "--out", str(out)], capsys)[0] == 130
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["search_iter"] == 1
+    assert run(["--resume", str(out), "--quiet"], capsys)[0] == 0
+    assert iteration_events(out) == iteration_events(full_run)  # each iteration once, bit-identical
+
+
 def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
     code, stdout, _ = run([*TINY, "--search-mode", "slas", "--max-search-iter", "1", "--out",
                            str(tmp_path / "slas"), "--json"], capsys)
@@ -131,6 +157,8 @@ def test_single_level_search_decides_all_cells_at_once(tmp_path, capsys):
     (["--g-lr", "inf"], "--g-lr must be a finite number"),  # passes "must be positive"
     (["--d-lr", "1e400"], "--d-lr must be a finite number"),  # parses as inf
     (["--dynamic-reset-threshold", "nan"], "--dynamic-reset-threshold must be a finite number"),
+    (["--ctrl-lr", "1e39"], "--ctrl-lr must be a finite number"),  # beyond float32: Adam's step was a traceback
+    (["--max-search", "3"], "unrecognized arguments: --max-search"),  # no abbreviations (a prefix becomes ambiguous)
     (["--baseline-decay", "2"], "--baseline-decay must be in [0, 1]"),
     (["--max-search-iter", "10"], "--grow-step2 (10) must be below --max-search-iter (10)"),  # no 14-int arch
     (["--seed", str(2**63)], "--seed must be in 0..9223372036854775807"),

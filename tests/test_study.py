@@ -4,6 +4,7 @@ sub-runs' own files, a kill and a resume, and bad input."""
 import json
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ TINY_SEARCH = ("--gf-dim 4 --df-dim 4 --latent-dim 8 --max-search-iter 3 --grow-
 TINY_TRAIN = ("--gf-dim 8 --df-dim 8 --latent-dim 8 --gen-bs 16 --dis-bs 16 --n-critic 2 --max-iter 4 --val-freq 2 "
               "--num-eval-imgs 100 --eval-batch-size 50 --num-grid-images 4")
 TINY = ["--search-flags", TINY_SEARCH, "--train-flags", TINY_TRAIN, "--quiet"]
+DIVERGED = 3  # the exit status of a study whose questions lost sub-runs to a divergence (a diverged run's)
 
 
 def run(argv, capsys):
@@ -134,6 +136,15 @@ def test_a_killed_study_resumes_and_skips_what_is_done(tmp_path, capsys):
     (["--search-flags", "--seed 3"], "--search-flags must not set --seed"),  # the study sets each sub-run's seed
     (["--train-flags=--out=x"], "--train-flags must not set --out"),  # the = spelling too
     (["--train-flags", "--max-iter '4"], "--train-flags"),  # unbalanced quote: shlex refuses it
+    # every sub-run's flags go through its command's parser and checks first: no folder that --resume could
+    # never continue (it refuses new settings), and the message on stderr, not in a sub-run's output file
+    (["--search-flags", "--g-lr -1"], "the study's searches would be refused: --g-lr must be positive"),
+    (["--train-flags", "--max-iter 0"], "the study's trainings would be refused: --max-iter must be positive"),
+    (["--search-flags", "--bogus 3"], "unrecognized arguments: --bogus 3"),  # was exit 2 with an empty stderr
+    (["--search-flags", "--se 3"], "unrecognized arguments: --se 3"),  # was ambiguous, equally silent
+    # an abbreviation of a reserved flag used to pass the check: mlas ran as mlas-no-reset, silently
+    (["--search-flags", "--dynamic-reset-thr 0"], "unrecognized arguments: --dynamic-reset-thr 0"),
+    (["--search-flag", "--g-lr 1"], "unrecognized arguments: --search-flag"),  # the study's own flags too
 ])
 def test_bad_settings_are_refused_before_the_folder_exists(tmp_path, capsys, argv, message):
     code, _, stderr = run([*argv, "--out", str(tmp_path / "s")], capsys)
@@ -150,9 +161,10 @@ def test_resume_refuses_new_settings_and_folders_that_are_no_study(full_study, t
 
 
 def test_a_sub_run_refused_by_its_command_names_the_sub_run(tmp_path, capsys):
-    code, _, stderr = run([*TINY, "--arms", "slas", "--seeds", "1", "--random-archs", "1",
-                           "--search-flags", TINY_SEARCH + " --gen-bs 0", "--out", str(tmp_path / "s")], capsys)
-    assert code == 2 and "study sub-run search/slas-seed1: --gen-bs must be positive" in stderr
+    """What only running finds (here a missing data folder) is refused by the sub-run, named."""
+    code, _, stderr = run([*TINY, "--arms", "slas", "--seeds", "1", "--random-archs", "1", "--dataset", "folder",
+                           "--data-path", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "s")], capsys)
+    assert code == 2 and "study sub-run search/slas-seed1: " in stderr and "no-such-folder" in stderr
 
 
 def test_settings_validate_raises_usage_error():
@@ -166,9 +178,13 @@ def test_torchrun_ranks_take_whole_sub_runs_in_turn(tmp_path, monkeypatch):
     settings = StudySettings(arms=("mlas", "slas"), seeds=2, random_archs=3)
     plan = build_plan(settings)
 
+    results = {"search": {"archs": [{"arch": random_archs(1, 0)[0], "inception_score": 2.0}]},  # what the
+               "proxy": {"archs": [{"proxy_is": 2.0}] * 3},  # summary reads: else a result is damaged, rerun
+               "train": {"tail_mean": {"inception_score": 2.0, "fid": 50.0}}}
+
     def finish(run):
         (tmp_path / run.name).mkdir(parents=True, exist_ok=True)
-        (tmp_path / run.name / "result.json").write_text("{}")
+        (tmp_path / run.name / "result.json").write_text(json.dumps(results[run.command]))
 
     for run in plan[0::2]:
         finish(run)
@@ -186,9 +202,13 @@ def test_torchrun_ranks_take_whole_sub_runs_in_turn(tmp_path, monkeypatch):
 
 def test_a_diverged_search_is_kept_and_blocks_what_needs_it(tmp_path, capsys):
     out = tmp_path / "s"
-    code, _, _ = run([*TINY, "--arms", "mlas", "--seeds", "1", "--random-archs", "3", "--search-flags",
-                      TINY_SEARCH + " --g-lr 1e30 --d-lr 1e30", "--out", str(out)], capsys)
-    assert code == 0
+    code, _, stderr = run([*TINY, "--arms", "mlas", "--seeds", "1", "--random-archs", "3", "--search-flags",
+                           TINY_SEARCH + " --g-lr 1e30 --d-lr 1e30", "--out", str(out)], capsys)
+    # said on stderr, and a diverged run's exit status: the questions lost the numbers of 3 of 6 sub-runs
+    assert code == DIVERGED
+    assert ("warning: 1 of 6 sub-runs diverged (search/mlas-seed1) and 2 are blocked by them "
+            "(proxy/mlas-seed1, train/mlas-seed1-rank1-tseed1)") in stderr
+    assert len(stderr.strip().splitlines()) == 1
     plan = {run.name: run for run in build_plan(StudySettings(arms=("mlas",), seeds=1, random_archs=3))}
     assert status(out, plan["search/mlas-seed1"], plan) == "diverged"
     assert status(out, plan["train/mlas-seed1-rank1-tseed1"], plan) == "blocked"
@@ -198,3 +218,59 @@ def test_a_diverged_search_is_kept_and_blocks_what_needs_it(tmp_path, capsys):
     assert summary["arms"]["mlas"]["final_is"]["n"] == 0
     assert all(a["final_is"] is not None for a in summary["random_baseline"]["archs"])
     assert summary["questions"][0]["rows"][0]["verdict"] == "not shown"
+    assert summary["sub_runs"] == {"total": 6, "done": 3, "diverged": ["search/mlas-seed1"],
+                                   "blocked": ["proxy/mlas-seed1", "train/mlas-seed1-rank1-tseed1"], "unranked": [],
+                                   "damaged": [], "pending": []}
+    report = (out / "study.md").read_text()
+    assert "**Sub-runs**: 6, 3 done; 1 diverged (search/mlas-seed1); 2 blocked by a diverged one" in report
+    assert run(["--resume", str(out), "--quiet"], capsys)[0] == DIVERGED  # as often as it is asked
+
+
+def test_top_beyond_a_searchs_distinct_architectures_trains_what_it_ranked(tmp_path, capsys):
+    """A search that keeps one distinct architecture (--topk 1) and --top 2: its top-1 is trained, rank 2 is
+    counted as having nothing to train (it used to stop every resume with "--rank 2 is out of range")."""
+    out = tmp_path / "s"
+    argv = [*TINY, "--arms", "slas", "--seeds", "1", "--random-archs", "1", "--top", "2", "--search-flags",
+            TINY_SEARCH + " --topk 1", "--out", str(out)]
+    code, _, stderr = run(argv, capsys)
+    assert code == 0, stderr
+    assert "note: --top 2 is more than some searches ranked (search/slas-seed1 ranked 1 distinct" in stderr
+    assert "1 planned training(s) had nothing to train" in stderr
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["sub_runs"]["unranked"] == ["train/slas-seed1-rank2-tseed1"]
+    assert summary["sub_runs"]["done"] == 4 and summary["sub_runs"]["total"] == 5
+    search = summary["arms"]["slas"]["searches"][0]
+    assert search["ranked"] == 1 and search["final_is"] is not None  # the top-1 was trained
+    assert "1 not trained (their search ranked fewer distinct architectures than `--top`)" in (
+        out / "study.md").read_text()
+    assert not (out / "train" / "slas-seed1-rank2-tseed1").exists()
+    assert run(["--resume", str(out), "--quiet"], capsys)[0] == 0  # no dead end
+
+
+def without_wall_time(result):
+    return {k: v for k, v in result.items() if k != "wall_seconds"}
+
+
+def test_a_damaged_sub_run_result_is_named_and_written_again(full_study, tmp_path, capsys):
+    """A result.json the summary cannot read (here `{}` for a training, and not JSON for a search) used to
+    crash the summary (KeyError: 'tail_mean'); each is named in one line, kept aside, and its sub-run resumed,
+    which writes it again from its checkpoint: the same result and the same study.json."""
+    out = tmp_path / "s"
+    shutil.copytree(full_study, out)
+    damaged = {"train/random-001-tseed1": "{}", "search/slas-seed1": "{not json"}
+    originals = {name: json.loads((out / name / "result.json").read_text()) for name in damaged}
+    for name, text in damaged.items():
+        (out / name / "result.json").write_text(text)
+    code, _, stderr = run(["--resume", str(out), "--quiet"], capsys)
+    assert code == 0, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2, stderr
+    assert lines[0].startswith("warning: study sub-run search/slas-seed1: its result.json is damaged (not JSON")
+    assert lines[1].startswith("warning: study sub-run train/random-001-tseed1: its result.json is damaged (no "
+                               "'tail_mean'")
+    for name, text in damaged.items():
+        assert (out / name / "result.json.damaged").read_text() == text  # kept, nothing lost
+        rewritten = json.loads((out / name / "result.json").read_text())
+        assert without_wall_time(rewritten) == without_wall_time(originals[name])
+    summary, before = (json.loads((folder / "study.json").read_text()) for folder in (out, full_study))
+    assert summary["random_baseline"] == before["random_baseline"] and summary["arms"] == before["arms"]

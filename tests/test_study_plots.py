@@ -19,7 +19,7 @@ FILES = ["quality.png", "proxy_vs_final.png", "proxy_curve.png", "architectures.
 
 
 def interval(values: list[float]) -> dict:
-    """The summary's interval entry; a fixed half-width stands in for the Student-t one (the plot only draws it)."""
+    """The summary's interval entry; a fixed half-width stands in for the bootstrap one (the plot only draws it)."""
     if not values:
         return {"mean": NAN, "low": NAN, "high": NAN, "n": 0}
     mean = sum(values) / len(values)
@@ -122,6 +122,27 @@ def test_figures_are_closed(tmp_path):
     before = set(plt.get_fignums())
     draw_plots(make_summary(), tmp_path)
     assert set(plt.get_fignums()) == before
+
+
+def test_quality_draws_intervals_from_n_4_only():
+    """make_summary's arms have 2 and 3 scored searches (each with an interval entry, which the plot must not
+    trust below MIN_INTERVAL_N), the random architectures 4: one error bar per panel, the random column's."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from autogan_fast.study.plots import quality_figure
+
+    fig = quality_figure(make_summary())
+    try:
+        for ax, key in zip(fig.axes, ("final_is", "final_fid"), strict=True):
+            bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+            assert len(bars) == 1, key
+            (x,), (y,) = bars[0].lines[0].get_data()
+            assert x == pytest.approx(4 + 0.2)  # the fifth column: the random architectures
+            assert y == pytest.approx(make_summary()["random_baseline"][key]["mean"])
+    finally:
+        plt.close(fig)
 
 
 @pytest.mark.parametrize("proxy_points, expected", [

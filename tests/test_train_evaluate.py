@@ -23,6 +23,7 @@ from autogan_fast.metrics.reference import cache_path, dataset_statistics, refer
 from autogan_fast.metrics.scoring import score_generator
 from autogan_fast.models import SharedGenerator, init_weights
 from autogan_fast.models.derived import DerivedGenerator
+from autogan_fast.nas.collapse import stage_collapsed
 
 # Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
 TINY = ["--gf-dim", "8", "--df-dim", "8", "--latent-dim", "8", "--gen-bs", "16", "--dis-bs", "16",
@@ -165,6 +166,23 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(full_run, tmp_path
     assert without_wall_time(json.loads((out / "result.json").read_text())) == without_wall_time(uninterrupted)
     assert resumed["run_dir"] == str(out)
     assert [without_wall_time(e) for e in read_log(out)] == [without_wall_time(e) for e in read_log(full_run)]
+
+
+def test_a_collapsed_training_is_warned_about_and_marked(tmp_path, capsys, monkeypatch):
+    """`--g-lr 10 --d-lr 10` ends at IS 1.000 (every image one class) and used to exit 0 in silence: the
+    search's collapse test (nas/collapse.py, reused) on the evaluations' IS warns on stderr, even with
+    --quiet, and marks result.json; a training the test passes is not marked."""
+    out = tmp_path / "run"
+    code, stdout, stderr = run(train.main, [*TINY, "--g-lr", "10", "--d-lr", "10", "--out", out, "--json"], capsys)
+    assert code == 0
+    assert stage_collapsed([e["inception_score"] for e in read_log(out) if e["event"] == "eval"])  # the premise
+    assert stderr.startswith("warning: the training collapsed (IS ") and len(stderr.strip().splitlines()) == 1
+    assert json.loads((out / "result.json").read_text())["collapsed"] is True
+    assert json.loads(stdout)["collapsed"] is True and read_log(out)[-1]["collapsed"] is True
+    monkeypatch.setattr(train, "stage_collapsed", lambda values: False)  # the detector's verdict decides
+    code, _, stderr = run(train.main, [*TINY, "--out", tmp_path / "kept", "--json"], capsys)
+    assert code == 0 and stderr == ""
+    assert json.loads((tmp_path / "kept" / "result.json").read_text())["collapsed"] is False
 
 
 def snapshot(run_dir):

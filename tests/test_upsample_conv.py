@@ -4,10 +4,10 @@ Without CUDA the kernels run under the Triton interpreter (tests/conftest.py), w
 millisecond per tile operation, so shapes stay tiny; the real AutoGAN shapes run in the GPU tests.
 """
 
-import inspect
 
 import pytest
 import torch
+from specialization_helpers import constexpr_names, recorded_specializations
 
 from autogan_fast.kernels import triton_available, upsample_conv2d, upsample_conv2d_ref, use_backend
 from autogan_fast.kernels import upsample_conv as uc
@@ -228,10 +228,18 @@ def test_float64_takes_the_reference():
 
 
 @pytest.mark.gpu
-def test_auto_backend_runs_the_kernels_on_cuda():
+def test_auto_backend_runs_the_faster_side_on_cuda():
+    """`auto` on CUDA times both sides with CUDA events once per key (kernels/autoselect.py) and runs the
+    faster: whichever it is, the call's autograd node is that side's."""
+    from autogan_fast.kernels import autoselect_choices
+    from autogan_fast.kernels.autoselect import autoselect_override
+
     x = torch.randn(1, 2, 2, 2, device="cuda", requires_grad=True)
-    y = upsample_conv2d(x, torch.randn(3, 2, 3, 3, device="cuda"))
-    assert "UpsampleConv2d" in type(y.grad_fn).__name__
+    with autoselect_override():  # the real timer, a fresh registry
+        y = upsample_conv2d(x, torch.randn(3, 2, 3, 3, device="cuda"))
+        (choice,) = autoselect_choices()
+    assert choice["fused_seconds"] > 0 and choice["reference_seconds"] > 0 and choice["note"] == "timed"
+    assert ("UpsampleConv2d" in type(y.grad_fn).__name__) == (choice["backend"] == "triton")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,14 +316,9 @@ KERNELS = [uc._upsample_conv2d_fwd_kernel, uc._upsample_conv2d_bwd_input_kernel,
 FLAGS = {"HAS_BIAS", "HAS_AFFINE", "RELU", "HAS_RESIDUAL", "NEED_AFFINE_GRAD", "INPUT_PRECISION"}
 
 
-def _constexpr_names(kernel):
-    annotations = inspect.get_annotations(kernel.fn)
-    return {name for name, ann in annotations.items() if "constexpr" in str(ann)}
-
-
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.__name__)
 def test_only_blocks_and_flags_are_constexpr(kernel):
-    names = _constexpr_names(kernel)
+    names = constexpr_names(kernel)
     assert names, "no constexpr found: the annotation check itself is broken"
     allowed = FLAGS | {"BLOCK_M", "BLOCK_N", "BLOCK_K"}
     assert names <= allowed, f"per-call values marked constexpr: {names - allowed}"
@@ -333,43 +336,13 @@ def _call_family_member(n, c_in, c_out, h, w):
         _run(upsample_conv2d, args, grad_y, relu, torch.float32)
 
 
-def _specialization_key(kernel, args, kwargs):
-    """What Triton keys its compile cache on: constexpr values, dtypes, and integer divisibility."""
-    params = inspect.signature(kernel.fn).parameters
-    bound = inspect.signature(kernel.fn).bind(*args, **{k: v for k, v in kwargs.items() if k in params})
-    constexprs = _constexpr_names(kernel)
-    key = []
-    for name, value in bound.arguments.items():
-        if name in constexprs:
-            key.append((name, value))
-        elif isinstance(value, torch.Tensor):
-            key.append((name, value.dtype))
-        elif isinstance(value, int):
-            key.append((name, value == 1, value % 16 == 0))
-        else:
-            key.append((name, type(value).__name__))
-    return tuple(key)
-
-
 def test_new_sizes_do_not_add_specializations():
     """Runs under the interpreter too: records the specialization key of every launch."""
-    if not all(hasattr(k, "add_pre_run_hook") for k in KERNELS):
-        pytest.skip("this Triton has no pre-run hooks")
-    seen = {k.__name__: [] for k in KERNELS}
-    hooks = []
-    for kernel in KERNELS:
-        def hook(*args, _kernel=kernel, **kwargs):
-            seen[_kernel.__name__].append(_specialization_key(_kernel, args, kwargs))
-        kernel.add_pre_run_hook(hook)
-        hooks.append(hook)
-    try:
+    with recorded_specializations(KERNELS) as seen:
         _call_family_member(*FAMILY[0])
         first = {name: set(keys) for name, keys in seen.items()}
         for shape in FAMILY[1:]:
             _call_family_member(*shape)
-    finally:
-        for kernel, hook in zip(KERNELS, hooks, strict=True):
-            kernel.pre_run_hooks.remove(hook)
     for name, keys in seen.items():
         assert len(keys) == len(FAMILY), f"{name} launched {len(keys)} times"
         assert set(keys) == first[name], f"{name}: new sizes added specializations"

@@ -27,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import SearchConfig
 from ..data import DeviceImageData
 from ..distributed import SINGLE, World
-from ..models import Discriminator, SharedGenerator, initialized_gan
+from ..models import Discriminator, SharedGenerator, init_deconvs_as_nearest, initialized_gan
+from .precision import autocast, new_adam, set_layout, to_layout
 
 
 @dataclass
@@ -42,14 +43,45 @@ class SharedGAN:
     @classmethod
     def create(cls, config: SearchConfig, device: torch.device, capturable: bool = False,
                world: World = SINGLE) -> SharedGAN:
-        """Fresh nets (AutoGAN's init) and Adam optimizers; `capturable` Adam keeps its step counts on the
-        device, as CUDA-graph capture needs (the graph engine on CUDA). Under torchrun G's batch norms
-        take global-batch statistics (`sync_batch_norm`)."""
+        """Fresh nets (AutoGAN's init) in `config.precision`'s memory format and Adam optimizers (fused on
+        CUDA: `precision.new_adam`); `capturable` Adam keeps its step counts on the device, as CUDA-graph
+        capture needs (the graph engine on CUDA). Under torchrun G's batch norms take global-batch
+        statistics (`sync_batch_norm`)."""
+        gen, dis = cls.fresh_nets(config, device, world)
+        set_layout(gen, config.precision)
+        betas = (config.beta1, config.beta2)
+        return cls(gen, dis, new_adam(gen.parameters(), config.g_lr, betas, device, capturable),
+                   new_adam(dis.parameters(), config.d_lr, betas, device, capturable))
+
+    @staticmethod
+    def fresh_nets(config: SearchConfig, device: torch.device, world: World = SINGLE,
+                   ) -> tuple[SharedGenerator, Discriminator]:
+        """AutoGAN's init, the deconvs started as nearest upsampling (`init_deconvs_as_nearest`: why there)."""
         gen, dis = initialized_gan(SharedGenerator(config.latent_dim, config.gf_dim, config.bottom_width),
                                    config.df_dim, device, world.distributed)
-        betas = (config.beta1, config.beta2)
-        return cls(gen, dis, torch.optim.Adam(gen.parameters(), config.g_lr, betas=betas, capturable=capturable),
-                   torch.optim.Adam(dis.parameters(), config.d_lr, betas=betas, capturable=capturable))
+        init_deconvs_as_nearest(gen)
+        return gen, dis
+
+    @torch.no_grad()
+    def reinitialize(self, config: SearchConfig, world: World = SINGLE) -> None:
+        """AutoGAN's dynamic reset, in place: every parameter and buffer gets the value a fresh
+        `create` would give from the same random state (the same draws, in the same order), and Adam's
+        state its fresh value (zeros: what Adam's first step would create). The tensors stay the same
+        objects at the same addresses, so captured CUDA graphs that address them stay valid."""
+        device = next(self.gen.parameters()).device
+        fresh_gen, fresh_dis = self.fresh_nets(config, device, world)
+        for net, fresh in ((self.gen, fresh_gen), (self.dis, fresh_dis)):
+            values = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
+            tensors = [*net.named_parameters(), *net.named_buffers()]
+            if {name for name, _ in tensors} != set(values):  # a net whose tensors a fresh one lacks
+                raise RuntimeError(f"cannot reset {type(net).__name__} in place: its tensors differ from a fresh one's")
+            for name, tensor in tensors:
+                tensor.copy_(values[name])
+        for opt in (self.gen_opt, self.dis_opt):
+            for state in opt.state.values():
+                for value in state.values():
+                    if isinstance(value, torch.Tensor):
+                        value.zero_()
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
@@ -81,8 +113,9 @@ def make_capturable(opt: torch.optim.Optimizer, capturable: bool, tensor_lr: boo
             group["lr"] = float(lr)  # host sync: once, when the optimizer is set up
         for p in group["params"]:
             state = opt.state.get(p)
-            if state and "step" in state:
-                state["step"] = state["step"].to(p.device if capturable else "cpu", torch.float32)
+            if state and "step" in state:  # fused Adam reads its step counts on the device
+                on_device = capturable or group.get("fused")
+                state["step"] = state["step"].to(p.device if on_device else "cpu", torch.float32)
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -162,27 +195,33 @@ def rank_noise(batch_size: int, latent_dim: int, device: torch.device, world: Wo
 
 
 def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Optimizer, real: torch.Tensor,
-                       latent_dim: int, world: World = SINGLE) -> torch.Tensor:
+                       latent_dim: int, world: World = SINGLE, precision: str = "fp32") -> torch.Tensor:
     """One hinge-loss D update on `real` and as many fakes (one D forward for both); returns the loss.
 
     Under torchrun `real` is this rank's rows of the global batch; D's gradients are averaged over the
-    ranks by DDP (a DistributedDataParallel `dis`) or else here, the returned loss with them.
+    ranks by DDP (a DistributedDataParallel `dis`) or else here, the returned loss with them. The
+    forward and the loss run in `precision`'s arithmetic (engines/precision.py), the backward and the
+    update outside it. (`.to`, `to_layout` and `.float` return their tensor itself at fp32: nothing
+    changes there.)
     """
     z = rank_noise(real.shape[0] * world.size, latent_dim, real.device, world)
-    with torch.no_grad():
-        fake = gen(z)
-    logits = dis(torch.cat([real, fake]))
-    d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
+    with autocast(precision, real.device):
+        with torch.no_grad():
+            fake = gen(z)
+        logits = dis(to_layout(torch.cat([real, fake.to(real.dtype)]), precision)).float()
+        d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
     return optimizer_step(dis, dis_opt, d_loss, world)
 
 
 def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer, batch_size: int,
-                   latent_dim: int, world: World = SINGLE) -> torch.Tensor:
+                   latent_dim: int, world: World = SINGLE, precision: str = "fp32") -> torch.Tensor:
     """One hinge-loss G update on `batch_size` fakes (the global batch; this rank's rows under torchrun,
     gradients averaged as in `discriminator_step`); returns the loss. Also fills D's grads (the next D
-    step clears them first)."""
-    z = rank_noise(batch_size, latent_dim, next(gen.parameters()).device, world)
-    g_loss = -dis(gen(z)).mean()
+    step clears them first). Forward and loss in `precision`'s arithmetic, as `discriminator_step`."""
+    device = next(gen.parameters()).device
+    z = rank_noise(batch_size, latent_dim, device, world)
+    with autocast(precision, device):
+        g_loss = -dis(gen(z)).float().mean()
     return optimizer_step(gen, gen_opt, g_loss, world)
 
 
@@ -232,11 +271,13 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     reset = False
     for step, arch in enumerate(archs):
         gan.gen.set_arch(arch)  # a host list: choosing the path reads nothing from the device
-        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim, world)
+        d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim, world,
+                                    config.precision)
         d_window.push(d_loss)
         d_sum += d_loss
         if step % config.n_critic == 0:  # D steps 0, n_critic, 2 n_critic, ... as AutoGAN
-            g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim, world)
+            g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim, world,
+                                    config.precision)
             g_window.push(g_loss)
             g_sum += g_loss
             g_steps += 1

@@ -62,18 +62,22 @@ class GANStep:
 
     Everything here is device work: no host reads, no host counters (the loop keeps those).
     `after_g` runs right after each G step inside the same graph (derived training's EMA update).
+    `precision`'s autocast region (engines/precision.py) is entered inside each step, so a captured
+    graph holds the casts and the reduced-precision kernels.
     """
 
     def __init__(self, gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer,
                  dis_opt: torch.optim.Optimizer, images: torch.Tensor, dis_bs: int, gen_bs: int, latent_dim: int,
                  d_window: LossWindow | None = None, g_window: LossWindow | None = None,
-                 reset_threshold: float | None = None, after_g: Callable[[], None] | None = None):
+                 reset_threshold: float | None = None, after_g: Callable[[], None] | None = None,
+                 precision: str = "fp32"):
         self.gen, self.dis, self.gen_opt, self.dis_opt = gen, dis, gen_opt, dis_opt
         self.images = images  # uint8 (N, 3, H, W) at the training resolution, on the device
         self.dis_bs, self.gen_bs, self.latent_dim = dis_bs, gen_bs, latent_dim
         self.d_window, self.g_window = d_window, g_window
         self.reset_threshold = reset_threshold
         self.after_g = after_g
+        self.precision = precision
         device = images.device
         self.real_index = torch.zeros(dis_bs, dtype=torch.long, device=device)  # refilled before each step
         self.d_sum = torch.zeros((), device=device)  # losses summed on the device, read once per phase
@@ -90,14 +94,16 @@ class GANStep:
 
     def d_step(self) -> None:
         real = gather_batch(self.images, self.real_index)
-        d_loss = discriminator_step(self.gen, self.dis, self.dis_opt, real, self.latent_dim)
+        d_loss = discriminator_step(self.gen, self.dis, self.dis_opt, real, self.latent_dim,
+                                    precision=self.precision)
         if self.d_window is not None:
             self.d_window.push_on_device(d_loss)
         self.d_sum += d_loss
 
     def d_g_step(self) -> None:
         self.d_step()
-        g_loss = generator_step(self.gen, self.dis, self.gen_opt, self.gen_bs, self.latent_dim)
+        g_loss = generator_step(self.gen, self.dis, self.gen_opt, self.gen_bs, self.latent_dim,
+                                precision=self.precision)
         if self.g_window is not None:
             self.g_window.push_on_device(g_loss)
         self.g_sum += g_loss
@@ -125,7 +131,7 @@ def train_shared_graph(gan: SharedGAN, data: DeviceImageData, config: SearchConf
     if step is None:
         step = cache.buffers[step_key] = GANStep(
             gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, real_batches.images, config.dis_bs, config.gen_bs,
-            config.latent_dim, d_window, g_window, config.dynamic_reset_threshold)
+            config.latent_dim, d_window, g_window, config.dynamic_reset_threshold, precision=config.precision)
     step.new_phase()
     size = len(d_window.values)
     steps = g_steps = 0

@@ -10,10 +10,13 @@ Statistics files are the TTUR / pytorch-fid format: an uncompressed `.npz` with 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
+import typing
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -112,45 +115,102 @@ def save_fid_stats(path: str | os.PathLike[str], mu: np.ndarray, sigma: np.ndarr
             os.unlink(tmp_name)
 
 
-def _is_real(a: np.ndarray) -> bool:
-    return np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+# The largest feature dimension D a statistics file may declare: Inception's pool features are 2048-d. Its
+# sigma (D, D) of float64 is 2 GiB at this bound; a header claiming more is refused before anything is
+# allocated (np.load would allocate what the header claims, 10**11 elements included, before reading).
+MAX_FEATURES = 16384
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)  # what a damaged member raises
 
 
 def load_fid_stats(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read `mu` (D,) and `sigma` (D, D) from a TTUR / pytorch-fid `.npz`, as float64 arrays.
 
+    Each member's `.npy` header is read first: its dtype must be real numbers (never pickled Python
+    objects: nothing is unpickled), its shape (D,) or (D, D) with D at most MAX_FEATURES, and the member
+    must hold the bytes the header declares; only then is the array read.
+
     Raises:
         UsageError: the file is missing, not an `.npz`, lacks `mu` or `sigma`, holds pickled objects,
-            or has inconsistent shapes or non-finite values; the message names the file.
+            declares too large or inconsistent shapes, or has non-finite values; the message names the file.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"FID statistics file not found: {path}")
     try:
-        # allow_pickle=False: an .npz member can be a pickle, and a stats file has no reason to be one.
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        # Not an npy/npz at all (np.load then tries pickle, which allow_pickle=False refuses), or a
-        # zip whose directory is cut off.
-        raise UsageError(f"FID statistics file {path} is not an .npz file: {e}") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UsageError(f"FID statistics file {path} is a single .npy array, not an .npz with mu and sigma")
-    with data:
-        missing = [key for key in ("mu", "sigma") if key not in data.files]
+        archive = zipfile.ZipFile(path)
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # a cut download loses the zip's directory
+        with open(path, "rb") as f:
+            single = f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+        if single:
+            raise UsageError(f"FID statistics file {path} is a single .npy array, not an .npz with mu and "
+                             f"sigma") from None
+        raise UsageError(f"FID statistics file {path} is not an .npz file (a zip of .npy arrays): {e}") from None
+    with archive:
+        members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+        missing = [key for key in ("mu", "sigma") if key not in members]
         if missing:
             raise UsageError(f"FID statistics file {path} lacks {' and '.join(missing)} "
-                             f"(it has: {', '.join(data.files) or 'nothing'})")
+                             f"(it has: {', '.join(members) or 'nothing'})")
+        headers = {key: _npy_header(archive, members[key], path) for key in ("mu", "sigma")}
+        mu_shape, sigma_shape = headers["mu"].shape, headers["sigma"].shape
+        if len(mu_shape) != 1 or sigma_shape != (mu_shape[0], mu_shape[0]):
+            raise UsageError(f"FID statistics file {path}: mu must be (D,) and sigma (D, D), got {mu_shape} and "
+                             f"{sigma_shape}")
+        if mu_shape[0] > MAX_FEATURES:
+            raise UsageError(f"FID statistics file {path} declares {mu_shape[0]:,}-d features, more than "
+                             f"{MAX_FEATURES:,} (Inception's are 2048-d); refused before reading")
+        for key, header in headers.items():
+            if header.held < header.declared:  # a member cut short (np.load would allocate, then fail)
+                raise UsageError(f"FID statistics file {path} is corrupt: its {key} declares {header.shape} "
+                                 f"{header.dtype} ({header.declared:,} bytes) but holds {header.held:,}")
         try:
-            mu, sigma = data["mu"], data["sigma"]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            # A truncated or damaged member, or one that is a pickled object.
+            mu, sigma = (_read_npy(archive, members[key]) for key in ("mu", "sigma"))
+        except _ZIP_ERRORS as e:  # a damaged member (a bad CRC, a broken compressed stream)
             raise UsageError(f"FID statistics file {path} is corrupt: {e}") from None
-    if not (_is_real(mu) and _is_real(sigma)):
-        raise UsageError(f"FID statistics file {path}: mu and sigma must be real numbers, "
-                         f"got {mu.dtype} and {sigma.dtype}")
     mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
     try:
         _check_stats(mu, sigma, f"FID statistics file {path}")
     except ValueError as e:
         raise UsageError(str(e)) from None
     return mu, sigma
+
+
+class NpyHeader(typing.NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    declared: int  # bytes of data the header declares
+    held: int  # bytes of data the member holds (its size in the zip's directory, less the header)
+
+
+def _npy_header(archive: zipfile.ZipFile, name: str, path: Path) -> NpyHeader:
+    """What member `name`'s `.npy` header declares, read without reading the array; refused in one line
+    unless it is a `.npy` of real numbers (never pickled Python objects: nothing is unpickled)."""
+    info = archive.getinfo(name)
+    try:
+        with archive.open(info) as member:
+            magic = member.read(len(np.lib.format.MAGIC_PREFIX))
+            if magic == np.lib.format.MAGIC_PREFIX:
+                member.seek(0)
+                version = np.lib.format.read_magic(member)
+                reader = _NPY_HEADER_READERS.get(version)
+                shape, _, dtype = reader(member) if reader is not None else ((), None, None)
+                header_size = member.tell()
+    except _ZIP_ERRORS as e:  # a damaged member, or a header numpy cannot parse
+        raise UsageError(f"FID statistics file {path} is corrupt: its {name}: {e}") from None
+    if magic != np.lib.format.MAGIC_PREFIX:  # a pickle, or any other bytes
+        raise UsageError(f"FID statistics file {path} is corrupt: its {name} is not a .npy array")
+    if dtype is None:
+        raise UsageError(f"FID statistics file {path}: its {name} is a .npy of version {version[0]}.{version[1]}, "
+                         f"which statistics files are not written in")
+    if dtype.hasobject:  # pickled Python objects: a statistics file never holds any, and nothing is unpickled
+        raise UsageError(f"FID statistics file {path}: its {name} holds Python objects (a pickle), not numbers; "
+                         f"refused")
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise UsageError(f"FID statistics file {path}: mu and sigma must be real numbers, its {name} is {dtype}")
+    return NpyHeader(shape, dtype, math.prod(shape) * dtype.itemsize, max(info.file_size - header_size, 0))
+
+
+def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    with archive.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)

@@ -5,7 +5,7 @@ from torch import nn
 
 from .discriminator import Discriminator
 from .generator import SharedGenerator, sync_batch_norm
-from .init import init_weights
+from .init import init_deconvs_as_nearest, init_weights
 
 
 def initialized_gan(gen: nn.Module, df_dim: int, device: torch.device, across_ranks: bool = False,
@@ -22,4 +22,5 @@ def initialized_gan(gen: nn.Module, df_dim: int, device: torch.device, across_ra
     return gen.to(device), dis.to(device)
 
 
-__all__ = ["Discriminator", "SharedGenerator", "init_weights", "initialized_gan", "sync_batch_norm"]
+__all__ = ["Discriminator", "SharedGenerator", "init_deconvs_as_nearest", "init_weights", "initialized_gan",
+           "sync_batch_norm"]

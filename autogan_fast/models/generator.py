@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import all_reduce_sum
-from ..kernels import upsample_conv2d
+from ..kernels import bilinear_upsample, upsample_conv2d
 from ..search_space import NUM_CELLS, CellChoice, arch_stage, decode_arch, validate_arch
 
 
@@ -51,7 +51,10 @@ def sync_batch_norm(module: nn.Module) -> None:
 
 def batch_moments(x: torch.Tensor, across_ranks: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Per-channel mean and population variance of x (N, C, H, W), and the element count per channel;
-    `across_ranks`: of the rows of every rank together (two differentiable all-reduces of C values)."""
+    `across_ranks`: of the rows of every rank together (two differentiable all-reduces of C values).
+    Accumulated in at least fp32 (bf16 activations under autocast: --precision bf16)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # low-precision activations accumulate in fp32; fp32 / fp64 stay as they are
     if not across_ranks:
         return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False), x.numel() // x.shape[1]
     count = x.numel() // x.shape[1] * torch.distributed.get_world_size()
@@ -82,7 +85,9 @@ def upsample(x: torch.Tensor, mode: str, deconv: nn.ConvTranspose2d) -> torch.Te
     """x2 upsampling by `mode`: "bilinear", "nearest" or "deconv" (2x2 transposed conv, stride 2)."""
     if mode == "deconv":
         return deconv(x)
-    return F.interpolate(x, scale_factor=2, mode=mode, align_corners=False if mode == "bilinear" else None)
+    if mode == "bilinear":
+        return bilinear_upsample(x, 2)  # Triton on CUDA; elsewhere F.interpolate(align_corners=False)
+    return F.interpolate(x, scale_factor=2, mode=mode)
 
 
 class Norms(nn.Module):
@@ -101,6 +106,12 @@ class Norms(nn.Module):
         return x
 
 
+def fused_layout(conv: nn.Conv2d) -> bool:
+    """Whether the fused upsample-conv takes this conv: NCHW nets only. Channels-last nets (--precision
+    bf16) run nearest upsample + cuDNN's NHWC conv, the same maths: the fused kernels are NCHW, fp32."""
+    return conv.weight.is_contiguous()
+
+
 class PreActBlock(nn.Module):
     """norm -> ReLU -> (x2 upsample) -> 3x3 conv."""
 
@@ -112,7 +123,7 @@ class PreActBlock(nn.Module):
         self.deconv = nn.ConvTranspose2d(in_ch, in_ch, 2, stride=2) if upsamples else None
 
     def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
-        if self.upsamples and up == "nearest" and norm != "in":
+        if self.upsamples and up == "nearest" and norm != "in" and fused_layout(self.conv):
             if norm == "bn":
                 scale, shift = batch_norm_as_affine(self.norms.bn, x)
                 return upsample_conv2d(x, self.conv.weight, self.conv.bias, scale=scale, shift=shift, relu=True)
@@ -134,7 +145,7 @@ class PostActBlock(nn.Module):
         self.norms = Norms(out_ch)
 
     def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
-        if self.upsamples and up == "nearest":
+        if self.upsamples and up == "nearest" and fused_layout(self.conv):
             h = upsample_conv2d(x, self.conv.weight, self.conv.bias)
         else:
             h = self.conv(upsample(x, up, self.deconv) if self.upsamples else x)
@@ -170,7 +181,9 @@ class Cell(nn.Module):
         """Bring the skip output of earlier cell `earlier` (1-based) to `size` pixels."""
         if up == "deconv":
             return self.skip_deconvs[earlier - 1](feature)
-        return F.interpolate(feature, size=(size, size), mode=up, align_corners=False if up == "bilinear" else None)
+        if up == "bilinear":  # cells double the size: the factor is an integer (2 or 4)
+            return bilinear_upsample(feature, size // feature.shape[-1])
+        return F.interpolate(feature, size=(size, size), mode=up)
 
     def forward(self, x: torch.Tensor, skip_features: list[torch.Tensor], choice: CellChoice
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,6 +33,7 @@ from ..divergence import (
 from ..engines.cuda_graphs import GraphCache, capture_backend
 from ..engines.eager import LossWindow, SharedGAN, make_capturable, train_shared
 from ..engines.graph import train_shared_graph
+from ..kernels import autoselect_choices
 from ..metrics.feature_net import FeatureNet
 from ..metrics.scoring import inception_score
 from ..run_dir import (
@@ -40,6 +41,7 @@ from ..run_dir import (
     LOG,
     JsonlLog,
     device_name,
+    log_kernel_choices,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -48,7 +50,7 @@ from ..run_dir import (
 )
 from ..search_space import arch_to_str, search_space_size
 from ..tensorboard import ScalarLogger
-from .collapse import COLLAPSE_IS, beams_warning, collapse_warning, stage_collapsed
+from .collapse import COLLAPSE_IS, NEAR_COLLAPSE_IS, beams_warning, collapse_warning, stage_verdict
 from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
 from .reward import RewardPipeline
 
@@ -75,7 +77,7 @@ class SearchState:
     best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
     stage_mean_is: list = field(default_factory=list)  # mean reward of each iteration of the current stage
-    collapsed_stages: list = field(default_factory=list)  # stages whose shared GAN ended collapsed (collapse.py)
+    collapsed_stages: list = field(default_factory=list)  # stages that ended collapsed or nearly (collapse.py)
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
     reward: RewardPipeline | None = None  # the reward's static buffers and graphs (set by `run_search`)
     world: World = SINGLE  # the torchrun ranks searching together (not saved: any world size resumes)
@@ -263,12 +265,13 @@ def reinforce_step(state: SearchState, samples: Samples, rewards: list[float], b
 
 
 def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) -> None:
-    """At the end of a stage: log, warn and record it when its shared GAN collapsed; start the next
-    stage's history."""
-    if stage_collapsed(state.stage_mean_is) and state.stage not in state.collapsed_stages:
+    """At the end of a stage: log, warn and record it when its shared GAN collapsed or nearly did
+    (`stage_verdict`); start the next stage's history."""
+    verdict = stage_verdict(state.stage_mean_is)
+    if verdict is not None and state.stage not in state.collapsed_stages:
         state.collapsed_stages.append(state.stage)
         log.write("collapse", search_iter, stage=state.stage, mean_inception_score=state.stage_mean_is,
-                  floor=COLLAPSE_IS)
+                  floor=COLLAPSE_IS, near_floor=NEAR_COLLAPSE_IS, kind=verdict)
         if state.world.is_main:  # a warning even with --quiet: it changes what the result means
             print(collapse_warning(state.stage, state.stage_mean_is), file=sys.stderr)
     state.stage_mean_is = []
@@ -314,12 +317,14 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         graphs = GraphCache(capture_backend(device), train_size)
         reward_graphs = GraphCache(capture_backend(device), reward_size)
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
-                                  config.latent_dim, device, config.reward_precision, reward_graphs)
+                                  config.latent_dim, device, config.reward_precision, reward_graphs,
+                                  config.reward_feature_batch)
     started = time.perf_counter()
     search_bar = tqdm(total=config.max_search_iter, initial=state.search_iter, desc="search", unit="iter",
                       disable=quiet, dynamic_ncols=True)
     it = state.search_iter  # the iteration under way (for a divergence's message)
     last_good = state.search_iter - 1 if state.search_iter else None  # the checkpointed iteration, if any
+    choices_logged = 0  # `--kernels auto` choices already in the log (kernel_choices events)
     try:
         while state.search_iter < config.max_search_iter:
             it = state.search_iter
@@ -362,10 +367,9 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                 scored = train_controller(state, feature_net, device, log, bar, curves)
 
             if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
-                state.gan = SharedGAN.create(config, device, capturable=state.engine == "graph", world=world)
-                if graphs is not None:
-                    graphs.clear()  # the graphs hold the old networks' buffers
-                    reward_graphs.clear()
+                # in place (the values of a fresh SharedGAN.create): the captured graphs address the same
+                # tensors, so they stay valid and the cache is kept
+                state.gan.reinitialize(config, world)
                 log.write("dynamic_reset", it, stage=state.stage)
 
             iteration_best = max(scored, key=lambda item: item[1])[0]
@@ -376,12 +380,16 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             started = time.perf_counter()
             checkpoint = state.state_dict()
             check_checkpoint(checkpoint, CHECKPOINT_SETTINGS)  # before anything is written from these weights
+            # The iteration's events before its checkpoint: a kill between the two leaves them logged once the
+            # checkpoint is there (else they would be lost for good), or redoes the iteration, whose events
+            # `truncate_from` drops on resume.
+            choices_logged = log_kernel_choices(log, it, choices_logged)
+            log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
             if world.is_main:
                 save_samples(state.gan.gen, iteration_best, state.fixed_z,
                              run_dir / "samples" / f"iter_{it:03d}.png")
                 save_checkpoint(run_dir / CHECKPOINT, checkpoint)
             last_good = it
-            log.write("iteration", it, stage=state.stage, mean_inception_score=mean_is, best=state.best)
             curves.scalars("search", {"mean_inception_score": mean_is, "stage": state.stage,
                                       "stage_best_inception_score": state.best["inception_score"]}, it)
             search_bar.update(1)
@@ -415,7 +423,9 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
         "collapsed_stages": list(state.collapsed_stages),
         "wall_seconds": state.wall_seconds,
         "device": device_name(device),
+        "kernel_choices": autoselect_choices(),  # `--kernels auto`: fused or reference per op and shape
     }
+    log_kernel_choices(log, config.max_search_iter, choices_logged)
     log.write("done", config.max_search_iter, **result)
     if world.is_main:
         write_json(run_dir / "result.json", result)

@@ -11,7 +11,14 @@ Per batch of `batch_size` images, over static buffers:
      float32 features and logits into their buffers;
   3. `InceptionStats.update(features[:r], logits[:r])`, eagerly (it launches without a host sync;
      r = images still wanted: every batch draws and generates a full batch, the last one is cut).
-Keys in the `GraphCache`: ("reward-gen", key, batch_size) and ("reward-features", batch_size,
+Feature batches (`feature_batch`): the feature network may take several generator batches at once
+(Inception-v3 at 299 px fills a GPU only at batches of hundreds): each generator batch is copied into
+its slot of a (k * batch_size)-image buffer and the feature step runs once per k generator batches,
+k = feature_batch // batch_size (at least 1, at most the reward's batches). The noise stream and the
+images are those of k = 1, so only the feature network's batch changes. Default (None): 500 images on
+CUDA (chosen for the GPU: Inception-v3's activations at 500 images are ~6 GB in fp32), one generator
+batch elsewhere (the CPU path and its rewards unchanged).
+Keys in the `GraphCache`: ("reward-gen", key, batch_size) and ("reward-features", feature rows,
 precision, (H, W)); `key` must identify the generator's architecture (e.g. (stage, tuple(arch))):
 two architectures under one key would replay the first one's graph. One cache may serve one
 `RewardPipeline` (its graphs hold this pipeline's buffers), next to any other steps of the search.
@@ -40,7 +47,15 @@ DEFAULT (to be measured). Until a GPU run measures it, the default is "fp32". Th
 compute the reward of >= 20 architectures at every precision, the Spearman rank correlation of each
 precision's rewards with fp32's (`spearman`), and the time per reward; the default then moves to
 the fastest precision whose correlation with fp32 is >= 0.98 (`pick_precision`): the controller
-only needs the ranking of architectures, not the reward's last digits.
+only needs the ranking of architectures, not the reward's last digits. The correlation counts only with
+trained weights (random ones give every architecture IS ~1 + 1e-7): `python -m benchmarks.rank_gate`
+measures it on the trained digits classifier on a CPU (bf16 = CPU autocast) and, given the weights
+file, on Inception-v3 on a GPU; results in benchmarks/results/rank-gate-*.json.
+Not built: overlapping the generator's next batch with the feature network's current one (two streams).
+Whether it pays depends on the generator's share of a reward: large on the one H200 run while
+PyTorch's bilinear was slow (0.9 s per reward without bilinear cells, 2.3-2.5 s with), to be measured
+again with the bilinear kernel. The recording backend cannot show concurrency, so a CPU test could only
+check the order of events; it waits for a GPU profile.
 """
 
 from __future__ import annotations
@@ -59,6 +74,7 @@ from ..kernels import InceptionStats
 from ..metrics.feature_net import FeatureNet
 
 DEFAULT_REWARD_PRECISION = "fp32"  # until the benchmark measures otherwise (see the header)
+DEFAULT_CUDA_FEATURE_BATCH = 500  # images per feature-network call on CUDA when not given (see the header)
 MIN_RANK_CORRELATION = 0.98  # a precision may replace fp32 when its rewards rank architectures this alike
 
 
@@ -174,10 +190,12 @@ class RewardPipeline:
 
     def __init__(self, feature_net: FeatureNet, num_images: int, batch_size: int, splits: int, latent_dim: int,
                  device: torch.device | str, precision: str = DEFAULT_REWARD_PRECISION,
-                 cache: GraphCache | None = None):
+                 cache: GraphCache | None = None, feature_batch: int | None = None):
         if precision not in REWARD_PRECISIONS:
             raise ValueError(f"precision must be one of {REWARD_PRECISIONS}, got {precision!r}")
-        for name, value in (("batch_size", batch_size), ("latent_dim", latent_dim)):
+        given_feature_batch = 1 if feature_batch is None else feature_batch  # None: the device's default
+        for name, value in (("batch_size", batch_size), ("latent_dim", latent_dim),
+                            ("feature_batch", given_feature_batch)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         self.feature_net = feature_net
@@ -186,13 +204,19 @@ class RewardPipeline:
         self.device = torch.device(device)
         self.precision = precision
         self.cache = cache
+        if feature_batch is None:
+            feature_batch = DEFAULT_CUDA_FEATURE_BATCH if self.device.type == "cuda" else batch_size
+        # generator batches per feature step: whole batches, no more than one reward has
+        self.gen_batches_per_feature = max(1, min(feature_batch // batch_size, math.ceil(num_images / batch_size)))
+        self.feature_rows = self.gen_batches_per_feature * batch_size
         self.stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits,
                                     device=self.device)  # allocated once, reset per score
         # Static buffers: every captured step reads and writes these and nothing else that outlives it.
         self.noise = torch.empty(batch_size, latent_dim, device=self.device)
-        self.features = torch.empty(batch_size, feature_net.num_features, device=self.device)
-        self.logits = torch.empty(batch_size, feature_net.num_classes, device=self.device)
-        self.images: dict[tuple[int, ...], torch.Tensor] = {}  # uint8 (batch, 3, H, W), one per resolution
+        self.features = torch.empty(self.feature_rows, feature_net.num_features, device=self.device)
+        self.logits = torch.empty(self.feature_rows, feature_net.num_classes, device=self.device)
+        # uint8 (rows, 3, H, W), one per (rows, resolution): the generator's and (k > 1) the feature step's
+        self.images: dict[tuple[int, ...], torch.Tensor] = {}
         self._gen_images: dict[Hashable, torch.Tensor] = {}  # gen cache key -> the image buffer it writes
         self._feature_steps: dict[tuple[int, ...], Callable[[], None]] = {}
 
@@ -245,7 +269,7 @@ class RewardPipeline:
         return ("reward-gen", key, self.batch_size)
 
     def feature_key(self, resolution: tuple[int, int]) -> tuple:
-        return ("reward-features", self.batch_size, self.precision, tuple(resolution))
+        return ("reward-features", self.feature_rows, self.precision, tuple(resolution))
 
     def accumulate(self, gen: nn.Module, key: Hashable) -> InceptionStats:
         """Generate and score all `num_images` images into `self.stats`; no host read of a device value."""
@@ -255,13 +279,24 @@ class RewardPipeline:
         gen_step = self._gen_step(gen, gen_key)
         was_training = gen.training
         gen.eval()
+        k, batch = self.gen_batches_per_feature, self.batch_size
         try:
-            for start in range(0, self.num_images, self.batch_size):
+            slot, scored = 0, 0  # generator batches in the feature buffer; images already in the stats
+            for start in range(0, self.num_images, batch):
                 self._run(gen_key, gen_step)
                 images = self._gen_images[gen_key]
+                if k > 1:  # into its slot of the feature batch (eager, outside the graphs: a uint8 copy)
+                    feature_images = self._image_buffer((self.feature_rows, *images.shape[1:]))
+                    feature_images[slot * batch:(slot + 1) * batch].copy_(images)
+                    images = feature_images
+                slot += 1
+                if slot < k and start + batch < self.num_images:
+                    continue
                 self._run(self.feature_key(images.shape[2:]), self._feature_step(images))
-                wanted = min(self.batch_size, self.num_images - start)  # host ints only
+                wanted = min(slot * batch, self.num_images - scored)  # host ints only; stale rows are cut
                 stats.update(self.features[:wanted], self.logits[:wanted])
+                scored += wanted
+                slot = 0
         finally:
             gen.train(was_training)
         return stats

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -26,10 +25,10 @@ import torch
 from ..cli import ArgumentParser, run_cli
 from ..config import PRESET_NAMES, field_docs, flag
 from ..distributed import SINGLE, World
-from ..errors import UsageError
-from ..run_dir import CONFIG, create_run_dir, locked_run_dir, write_json
+from ..errors import DivergedError, UsageError
+from ..run_dir import CONFIG, create_run_dir, locked_run_dir, parse_json, write_json
 from .plan import ARMS, StudySettings, build_plan, settings_from_dict
-from .runner import POLL_SECONDS, run_plan
+from .runner import POLL_SECONDS, check_flags, run_plan
 from .summary import markdown, summarize
 
 STUDY_JSON, STUDY_MD, PLOTS = "study.json", "study.md", "plots"
@@ -66,7 +65,7 @@ def rank_world() -> World:
 
 def saved_settings(study_dir: Path) -> StudySettings:
     try:
-        data = json.loads((study_dir / CONFIG).read_text(encoding="utf-8"))
+        data = parse_json((study_dir / CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--resume {study_dir}: no {CONFIG} there (not a study folder)") from None
     except (OSError, ValueError) as err:
@@ -88,13 +87,20 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
         if given:
             raise UsageError(f"--{flag(sorted(given)[0])} cannot change when resuming {args.resume}: a study's "
                              f"settings make its plan")
-        return Path(args.resume), saved_settings(Path(args.resume))
+        settings = saved_settings(Path(args.resume))
+        try:
+            check_flags(build_plan(settings))  # a study folder made before the check
+        except UsageError as err:
+            raise UsageError(f"--resume {args.resume}: {err}") from None
+        return Path(args.resume), settings
     for name in ("arms", "proxy_arms"):
         if name in given:
             given[name] = tuple(given[name])
     settings = StudySettings(**given).validate()
+    runs = build_plan(settings)
+    check_flags(runs)  # every sub-run's flags, before the folder exists
     plan = [{"name": run.name, "command": run.command, "flags": list(run.flags), "needs": list(run.needs)}
-            for run in build_plan(settings)]
+            for run in runs]
     record = {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
     if world.is_main:
         return create_run_dir(args.out, record), settings
@@ -147,7 +153,31 @@ def main(argv: list[str] | None = None) -> int:
                 p = "" if row["p"] is None else f", p = {row['p']:.3g}"
                 print(f"  {row['a']} vs {row['b']} ({row['metric']}): {row['verdict']}{p}")
     print(f"study: {study_dir / STUDY_MD} ({time.perf_counter() - started:.0f} s this session)")
-    return 0
+    return report_gaps(summary, settings)
+
+
+def named(names: list[str], shown: int = 4) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def report_gaps(summary: dict, settings: StudySettings) -> int:
+    """Say on stderr which sub-runs have no numbers (study.json's `sub_runs` lists them all); the exit
+    status: 3 (a diverged run's) when a question lost data to a diverged or blocked sub-run, else 0."""
+    sub_runs = summary["sub_runs"]
+    short = [f"{search['run']} ranked {search['ranked']}" for entry in summary["arms"].values()
+             for search in entry["searches"] if search["ranked"] is not None and search["ranked"] < settings.top]
+    if short:  # only the per-search top lists are shorter: the questions read the top-1
+        print(f"note: --top {settings.top} is more than some searches ranked ({named(short)} distinct "
+              f"architectures): trained what they ranked; {len(sub_runs['unranked'])} planned training(s) had "
+              f"nothing to train", file=sys.stderr)
+    diverged, blocked = sub_runs["diverged"], sub_runs["blocked"]
+    if not diverged and not blocked:
+        return 0
+    print(f"warning: {len(diverged)} of {sub_runs['total']} sub-runs diverged ({named(diverged)}) and "
+          f"{len(blocked)} are blocked by them{f' ({named(blocked)})' if blocked else ''}: the questions lack "
+          f"their numbers (counted in study.json and study.md, never imputed)", file=sys.stderr)
+    return DivergedError.exit_status
 
 
 if __name__ == "__main__":

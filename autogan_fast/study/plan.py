@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MAX_SEED, PRESET_NAMES, check_positive, config_from_dict
+from ..config import MAX_SEED, PRESET_NAMES, check_at_most, check_positive, config_from_dict
 from ..errors import UsageError
 from ..search_space import NUM_CELLS, decision_sizes
 
@@ -32,6 +32,11 @@ ARM_FLAGS: dict[str, tuple[str, ...]] = {
     "mlas-no-reset": ("--search-mode", "mlas", "--dynamic-reset-threshold", "0"),
 }
 ARMS = tuple(ARM_FLAGS)
+# Bounds of the plan's sizes: each unit is a whole search or training, so these are far past real use (the
+# defaults in brackets); 10**9 would hang drawing the plan before anything is said. K, random architectures
+# (30), is trained from scratch and rescored on every proxy search.
+MAX_RANDOM_ARCHS = 1000
+STUDY_SIZE_LIMITS = {"seeds": 1000, "train_seeds": 100, "top": 100, "random_archs": MAX_RANDOM_ARCHS}
 # Flags the study sets for each sub-run itself, so --search-flags / --train-flags may not.
 RESERVED_FLAGS = {"--out", "--resume", "--seed", "--preset", "--search-mode", "--dynamic-reset-threshold", "--arch",
                   "--arch-from", "--rank", "--stop-after", "--json", "--quiet"}
@@ -78,6 +83,7 @@ class StudySettings:
         if unknown or not self.arms or len(set(self.arms)) != len(self.arms):
             raise UsageError(f"--arms must name distinct arms of {', '.join(ARMS)}, got {', '.join(self.arms)}")
         check_positive(self, ("seeds", "train_seeds", "top", "random_archs"))
+        check_at_most(self, STUDY_SIZE_LIMITS)
         if self.proxy_arms is not None:
             outside = [arm for arm in self.proxy_arms if arm not in self.arms]
             if outside or not self.proxy_arms or len(set(self.proxy_arms)) != len(self.proxy_arms):

@@ -1,7 +1,8 @@
 """The study's plots, drawn from its summary (study.json) alone, into the study folder's plots/.
 
   - quality.png: final IS and FID of each search's top-1 per arm beside the random architectures, every value
-    a dot, the mean with its 95% interval: the effect sizes and their spread, which the tests' verdicts hide;
+    a dot, the mean with its 95% bootstrap interval (from MIN_INTERVAL_N values on; below, the dots alone): the
+    effect sizes and their spread, which the tests' verdicts hide;
   - proxy_vs_final.png: the proxy (the shared GAN's IS) against the final score, with Spearman's rho and the
     paper's value: whether ranking by the proxy can find good architectures at all;
   - proxy_curve.png: the mean reward per search iteration per arm, the grow iterations marked: how each
@@ -22,6 +23,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..search_space import CellChoice, decode_arch
+from .statistics import MIN_INTERVAL_N
 
 DPI = 120
 QUALITY, PROXY_VS_FINAL, PROXY_CURVE, ARCHITECTURES = ("quality.png", "proxy_vs_final.png", "proxy_curve.png",
@@ -96,10 +98,10 @@ def draw_column(ax, column: int, values: list[float], interval: dict | None, col
                 color=MUTED)
         return
     low, high = number(interval.get("low")), number(interval.get("high"))
-    # below 2 values there is no interval: the mean alone, no error bar
-    error = None if low is None or high is None else [[mean - low], [high - mean]]
-    ax.errorbar([column + 0.2], [mean], yerr=error, fmt="D", color=color, markersize=7, capsize=5,
-                elinewidth=1.6, markeredgecolor="black", markeredgewidth=0.6, zorder=4)
+    if interval.get("n", 0) < MIN_INTERVAL_N or low is None or high is None:
+        return  # too few values for an interval (statistics.MIN_INTERVAL_N): the dots alone say it
+    ax.errorbar([column + 0.2], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color=color, markersize=7,
+                capsize=5, elinewidth=1.6, markeredgecolor="black", markeredgewidth=0.6, zorder=4)
 
 
 def quality_figure(summary: dict):
@@ -131,7 +133,8 @@ def quality_figure(summary: dict):
         ax.grid(axis="y", color=GRID, linewidth=0.8)
         ax.set_axisbelow(True)
     fig.suptitle("Each search's top-1 architecture trained from scratch: a dot per search (n per arm = its "
-                 "searches with a score), the mean with its 95% interval", fontsize=10)
+                 f"searches with a score), the mean with its 95% bootstrap interval from n = {MIN_INTERVAL_N} on",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

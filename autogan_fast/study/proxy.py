@@ -42,7 +42,8 @@ def rescore(search_dir: Path, archs: list[list[int]], out_dir: Path, seed: int) 
     with restoring(search_dir / CHECKPOINT):
         state = SearchState.from_state_dict(saved, config, device, "eager")  # rescoring needs no graphs
     state.reward = RewardPipeline(feature_net, config.rl_num_eval_img, config.eval_batch_size, config.is_splits,
-                                  config.latent_dim, device, config.reward_precision)
+                                  config.latent_dim, device, config.reward_precision,
+                                  feature_batch=config.reward_feature_batch)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / CONFIG, {"search_run": str(search_dir), "archs": archs, "seed": seed})
     torch.manual_seed(seed)  # the reward's noise: the same draws for a rerun

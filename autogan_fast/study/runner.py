@@ -1,11 +1,12 @@
 """Running a study's plan: each sub-run is the ordinary command (`search`, `train`) run in this process on
 its own run folder, so a killed study resumes each where its checkpoint stands and skips what is done.
 
-A sub-run's status is read from its folder alone: done (result.json), diverged (its log ends in a
-`diverged` event: a finding, kept), blocked (a sub-run it needs diverged), or pending. Its output (the
-commands' messages and warnings) goes to `output/NAME.txt`, so the study's one progress bar stays
-readable. Under torchrun the ranks take whole sub-runs (rank r the plan's entries r, r + W, ...), each a
-single process on the rank's own device; a rank whose sub-run needs another rank's waits for its
+A sub-run's status is read from its folder alone (`results`: done, damaged, diverged, blocked, unranked
+or pending). A damaged result.json is set aside (`result.json.damaged`, named in one line on stderr) and
+the sub-run resumed, which writes it again from its checkpoint. Its output (the commands' messages and
+warnings) goes to `output/NAME.txt`, so the study's one progress bar stays readable. Under torchrun
+the ranks take whole sub-runs (rank r the plan's entries r, r + W, ...), each a single process on the
+rank's own device; a rank whose sub-run needs another rank's waits for its
 result, and rank 0 waits for every sub-run before it writes the summary.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,28 +24,14 @@ from tqdm import tqdm
 from .. import search, train
 from ..distributed import World
 from ..errors import DivergedError, UsageError
-from ..run_dir import CONFIG, LOG, RESULT, JsonlLog
+from ..run_dir import CONFIG, RESULT
 from .plan import StudySettings, SubRun, random_archs
 from .proxy import rescore
+from .results import DAMAGED_SUFFIX, read_result, status
 
 TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                       "MASTER_PORT")
 POLL_SECONDS = 5.0  # how often a rank waiting on another rank's sub-run looks at its folder
-
-
-def status(study_dir: Path, run: SubRun, plan: dict[str, SubRun]) -> str:
-    """done, diverged, blocked or pending (see the module's header), from the files alone."""
-    folder = study_dir / run.name
-    if (folder / RESULT).is_file():
-        return "done"
-    if (folder / LOG).is_file():
-        counter = "iter" if run.command == "train" else "search_iter"
-        events = JsonlLog(folder / LOG, counter).read()
-        if events and events[-1].get("event") == "diverged":
-            return "diverged"
-    if any(status(study_dir, plan[need], plan) in ("diverged", "blocked") for need in run.needs):
-        return "blocked"
-    return "pending"
 
 
 @contextlib.contextmanager
@@ -88,13 +76,28 @@ def wait_until(done: Callable[[], bool], refresh: Callable[[], None]) -> None:
         time.sleep(POLL_SECONDS)
 
 
+SETTLED = ("done", "diverged", "blocked", "unranked")  # statuses no sub-run of the plan changes any more
+
+
+def set_aside_damaged(study_dir: Path, run: SubRun, plan: dict[str, SubRun]) -> None:
+    """Move a damaged result.json aside (kept, named on stderr) so that resuming the sub-run writes it again."""
+    _, problem = read_result(study_dir, run, plan)
+    if problem is None:
+        return
+    path = study_dir / run.name / RESULT
+    kept = path.with_name(RESULT + DAMAGED_SUFFIX)
+    os.replace(path, kept)
+    tqdm.write(f"warning: study sub-run {run.name}: its {RESULT} is damaged ({problem}); kept as {kept}, and the "
+               f"sub-run is resumed to write it again", file=sys.stderr)
+
+
 def run_plan(study_dir: Path, settings: StudySettings, plan: list[SubRun], world: World, quiet: bool) -> None:
-    """Run this rank's share of `plan`, skipping finished sub-runs; rank 0 returns when every sub-run is
-    done, diverged or blocked."""
+    """Run this rank's share of `plan`, skipping finished sub-runs and rerunning damaged ones; rank 0
+    returns when every sub-run is settled (done, diverged, blocked or unranked)."""
     by_name = {run.name: run for run in plan}
 
     def settled(run: SubRun) -> bool:
-        return status(study_dir, run, by_name) != "pending"
+        return status(study_dir, run, by_name) in SETTLED
 
     bar = tqdm(total=len(plan), desc="study", unit="run", disable=quiet or not world.is_main, dynamic_ncols=True)
 
@@ -107,10 +110,15 @@ def run_plan(study_dir: Path, settings: StudySettings, plan: list[SubRun], world
         if index % world.size != world.rank or settled(run):
             continue
         wait_until(lambda run=run: all(settled(by_name[need]) for need in run.needs), refresh)
-        if settled(run):  # blocked by a need that diverged
+        if settled(run):  # blocked by a need that diverged, or ranked beyond what its search kept
             continue
         bar.set_postfix_str(run.name, refresh=True)
+        set_aside_damaged(study_dir, run, by_name)
         execute(study_dir, run, settings)
+        _, problem = read_result(study_dir, run, by_name)
+        if problem is not None:  # its command wrote it so: waiting for it to settle would wait forever
+            raise UsageError(f"study sub-run {run.name}: its {RESULT} is damaged ({problem}) even as written again "
+                             f"(its output: {output_path(study_dir, run)})")
         refresh()
     if world.is_main:
         wait_until(lambda: all(settled(run) for run in plan), refresh)
@@ -118,4 +126,26 @@ def run_plan(study_dir: Path, settings: StudySettings, plan: list[SubRun], world
     bar.close()
 
 
-__all__ = ["execute", "run_plan", "status"]
+def check_flags(plan: list[SubRun]) -> None:
+    """Parse and validate every search's and training's flags as its command will, before anything is
+    written: a refusal names the flag in one line (not in a sub-run's output file, after the study folder
+    exists, where `--resume` could never correct it). The architectures of `--arch-from` are read later:
+    the searches write them."""
+    checked: set[tuple[str, ...]] = set()
+    for run in plan:
+        if run.command == "proxy" or run.flags in checked:
+            continue
+        checked.add(run.flags)
+        command = {"search": search, "train": train}[run.command]
+        try:
+            args = command.build_parser().parse_flags(run.argv(Path(".")))
+            command.new_run_config(args)
+            if run.command == "train" and args.arch_from is None:
+                train.chosen_arch(args)
+        except UsageError as err:
+            kind = {"search": "searches", "train": "trainings"}[run.command]
+            raise UsageError(f"the study's {kind} would be refused: {err} (their flags: --{run.command}-flags with "
+                             f"the study's --preset and data flags)") from None
+
+
+__all__ = ["check_flags", "execute", "run_plan", "status"]
