@@ -58,3 +58,25 @@ def test_interface_and_registry(net):
     with pytest.raises(ValueError, match="uint8"):
         net(torch.zeros(2, 3, 8, 8))
     assert np.isfinite(features.numpy()).all()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),  # a full disk as the file system reports it
+    RuntimeError("[enforce fail at inline_container.cc] . unexpected pos"),  # ... as torch.save's zip writer does
+])
+def test_a_cache_that_cannot_be_written_is_a_warning_not_a_crash(failure, tmp_path, monkeypatch, capsys):
+    """The cache only spares the next run a few seconds of training: a full disk there used to be a traceback."""
+    from autogan_fast.metrics import digits_net
+
+    monkeypatch.setattr(digits_net, "train_digits_net", DigitsFeatureNet)  # an untrained net: the test is the write
+
+    def refuse(state, path):
+        open(path, "wb").close()  # a temporary file left behind by the failed write
+        raise failure
+
+    monkeypatch.setattr(digits_net.torch, "save", refuse)
+    net = load_digits_net(cache_dir=tmp_path / "cache")
+    assert isinstance(net, DigitsFeatureNet) and not net.training
+    err = capsys.readouterr().err
+    assert err.startswith("warning: cannot cache the digits classifier") and len(err.strip().splitlines()) == 1
+    assert list((tmp_path / "cache").iterdir()) == []  # no temporary file, no cache file

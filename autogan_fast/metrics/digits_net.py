@@ -8,7 +8,9 @@ few seconds, and the result is cached under `$XDG_CACHE_HOME/autogan_fast/` (wri
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,8 +114,15 @@ def load_digits_net(device: torch.device | str = "cpu", cache_dir: Path | None =
         net.load_state_dict(load_weights_only(path, "digits classifier cache"))
     except Exception:  # missing or damaged cache (UsageError, or a state dict that does not fit): retrain
         net = train_digits_net()
-        cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(net.state_dict(), tmp)
-        os.replace(tmp, path)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(net.state_dict(), tmp)
+            os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:  # full disk (torch.save's zip writer raises RuntimeError), no rights
+            # a cache only saves the next run a few seconds of training: go on with the trained net
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            print(f"warning: cannot cache the digits classifier in {cache_dir} ({err}); it is retrained next "
+                  f"time", file=sys.stderr)
     return net.eval().requires_grad_(False).to(device)
