@@ -28,7 +28,59 @@ import torch
 from torch import nn
 
 from ..config import PRECISIONS
-from ..nas.reward import fp32_precision
+
+
+def _precision_snapshot() -> list[tuple[object, str, object]]:
+    """Every fp32-precision setting that can be read without raising: the legacy ones first (torch >= 2.9
+    raises on reading them once the APIs were mixed: those are then left out), the new per-backend
+    `fp32_precision` ones after. Restoring in this order gives back the state exactly."""
+    backends = torch.backends
+    snapshot = []
+    for owner, attr in ((torch, "float32_matmul_precision"), (backends.cudnn, "allow_tf32")):
+        with contextlib.suppress(RuntimeError):
+            value = torch.get_float32_matmul_precision() if owner is torch else getattr(owner, attr)
+            snapshot.append((owner, attr, value))
+    owners = [backends, backends.cuda.matmul, backends.cudnn, getattr(backends.cudnn, "conv", None),
+              getattr(backends.cudnn, "rnn", None)]
+    mkldnn = getattr(backends, "mkldnn", None)
+    owners += [mkldnn, getattr(mkldnn, "matmul", None), getattr(mkldnn, "conv", None)]
+    snapshot += [(owner, "fp32_precision", owner.fp32_precision) for owner in owners
+                 if owner is not None and hasattr(owner, "fp32_precision")]
+    return snapshot
+
+
+def _restore(snapshot: list[tuple[object, str, object]]) -> None:
+    for owner, attr, value in snapshot:
+        if owner is torch:
+            torch.set_float32_matmul_precision(value)
+        else:
+            setattr(owner, attr, value)
+
+
+@contextlib.contextmanager
+def fp32_precision(mode: str) -> Iterator[None]:
+    """Run fp32 matmuls and convolutions as `mode`: "ieee" (exact fp32) or "tf32"; restores on exit.
+
+    Set through the legacy switches (`cuda.matmul.allow_tf32`, `cudnn.allow_tf32`), whose setters keep
+    the new `fp32_precision` API consistent: setting only the new one leaves the legacy matmul precision
+    at "highest", and torch >= 2.9 then refuses mixed states when a cuBLAS matmul checks its TF32 flag.
+    For exact fp32, oneDNN's reduced-precision fp32 (CPU) is turned off too."""
+    if mode not in ("ieee", "tf32"):
+        raise ValueError(f"mode must be 'ieee' or 'tf32', got {mode!r}")
+    snapshot = _precision_snapshot()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        if mode == "ieee":
+            mkldnn = getattr(torch.backends, "mkldnn", None)
+            for op in ("matmul", "conv"):
+                owner = getattr(mkldnn, op, None)
+                if hasattr(owner, "fp32_precision"):
+                    owner.fp32_precision = "ieee"
+        yield
+    finally:
+        _restore(snapshot)
+
 
 
 @contextlib.contextmanager
@@ -86,4 +138,5 @@ def new_adam(params: Iterable[torch.Tensor], lr: float, betas: tuple[float, floa
     return torch.optim.Adam(params, lr, betas=betas, capturable=capturable, **({"fused": True} if fused else {}))
 
 
-__all__ = ["PRECISIONS", "autocast", "fused_adam_supported", "memory_format", "new_adam", "set_layout", "to_layout"]
+__all__ = ["PRECISIONS", "autocast", "fp32_precision", "fused_adam_supported", "memory_format", "new_adam",
+           "set_layout", "to_layout"]
