@@ -42,8 +42,17 @@ import torch
 from . import _dispatch
 from ._dispatch import get_backend, use_triton
 
-__all__ = ["KernelChoice", "autoselect_choices", "autoselect_override", "cuda_event_timer", "keep_fused",
-           "reset_autoselect", "timed_call", "use_fused"]
+__all__ = [
+    "KernelChoice",
+    "autoselect_choices",
+    "autoselect_override",
+    "backward_follows",
+    "cuda_event_timer",
+    "keep_fused",
+    "reset_autoselect",
+    "timed_call",
+    "use_fused",
+]
 
 WARMUP_CALLS = 3  # untimed calls first: Triton compile + autotune, cuDNN benchmark, allocator growth
 TIMED_CALLS = 10  # calls timed between two CUDA events; the mean per call is compared
@@ -117,6 +126,12 @@ def _key(op: str, tensors: Sequence[torch.Tensor | None], options: dict[str, obj
     shapes = tuple(None if t is None else tuple(t.shape) for t in tensors)
     return (op, str(first.device), shapes, str(first.dtype), _memory_format(first), _autocast_dtype(first.device),
             tuple(sorted(options.items())))
+
+
+def backward_follows(tensors: Sequence[torch.Tensor | None]) -> bool:
+    """Whether the call being made will be differentiated (grad on, some input requires it): a key field,
+    as the timing then includes the backward, another cost."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def keep_fused(op: str, tensors: Sequence[torch.Tensor | None], fused: Callable[[], object],

@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import check_tensor, get_backend, on_tensor_device, triton_available, use_triton
-from .autoselect import keep_fused, timed_call
+from .autoselect import backward_follows, keep_fused, timed_call
 
 if triton_available():
     import triton
@@ -337,7 +337,7 @@ def bilinear_upsample(x: torch.Tensor, scale_factor: int) -> torch.Tensor:
         if reason is None:
             if keep_fused("bilinear_upsample", (x,), timed_call(_BilinearUpsampleFunction.apply, x, scale_factor),
                           timed_call(bilinear_upsample_ref, x, scale_factor),  # `auto`: the faster, timed per key
-                          {"scale_factor": scale_factor, "backward": torch.is_grad_enabled() and x.requires_grad}):
+                          {"scale_factor": scale_factor, "backward": backward_follows((x,))}):
                 return _BilinearUpsampleFunction.apply(x, scale_factor)
         elif get_backend() == "triton":
             raise RuntimeError(f"backend 'triton' was forced but {reason}")

@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import check_same_device, check_tensor, get_backend, on_tensor_device, use_triton
-from .autoselect import keep_fused, timed_call
+from .autoselect import backward_follows, keep_fused, timed_call
 
 try:
     import triton
@@ -569,7 +569,7 @@ def _kernel_runs(plan: _Plan, weights, us, vs, n_power_iterations: int, eps: flo
                 for w, u, v in zip(ws, us_c, vs_c, strict=True)]
 
     options = {"training": training, "n_power_iterations": n_power_iterations,
-               "backward": torch.is_grad_enabled() and any(w.requires_grad for w in weights)}
+               "backward": backward_follows(weights)}
     return keep_fused("spectral_norm", weights, timed_call(fused, *weights), timed_call(reference, *weights), options)
 
 

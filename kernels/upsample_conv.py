@@ -79,7 +79,7 @@ from ._dispatch import (
     triton_interpreter,
     use_triton,
 )
-from .autoselect import keep_fused, timed_call
+from .autoselect import backward_follows, keep_fused, timed_call
 
 if triton_available():
     import triton
@@ -764,8 +764,7 @@ def _check_args(x, weight, bias, scale, shift, relu, residual) -> None:
 def _options(relu: bool, tensors) -> dict[str, object]:
     """The `auto` key's fields beyond shapes (which say which optional tensors are given): the activation,
     and whether a backward follows (the timing then includes it)."""
-    return {"relu": relu, "backward": torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors)}
+    return {"relu": relu, "backward": backward_follows(tensors)}
 
 
 def upsample_conv2d(x, weight, bias=None, *, scale=None, shift=None, relu=False, residual=None):
