@@ -25,7 +25,8 @@ setup(
     python_requires=">=3.10",
     # `kernels/` is installed as `autogan_fast.kernels`: PyPI has an unrelated top-level `kernels`.
     packages=["autogan_fast", "autogan_fast.models", "autogan_fast.metrics", "autogan_fast.data", "autogan_fast.nas",
-              "autogan_fast.engines", "autogan_fast.study",
+              "autogan_fast.engines", "autogan_fast.study", "autogan_fast.runs", "autogan_fast.jobs",
+              "autogan_fast.training",
               "autogan_fast.kernels"],
     package_dir={"autogan_fast.kernels": "kernels"},
     install_requires=install_requires,

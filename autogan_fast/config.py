@@ -327,12 +327,16 @@ def config_from_dict(data: object, cls: type = SearchConfig):
 
 
 def _typed(name: str, value: object, kind: object) -> object:
-    """A saved setting `value` as type `kind` (int, float, str, bool, one of them | None, or a tuple of one):
+    """A saved setting `value` as type `kind` (int, float, str, bool, one of them | None, a tuple of one, a dict):
     an int is a valid float; anything else of another type is a UsageError naming the setting."""
     if isinstance(kind, types.UnionType) and value is None and type(None) in typing.get_args(kind):
         return None
     if isinstance(kind, types.UnionType):
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    if typing.get_origin(kind) is dict:  # dict[str, object]: settings by name, each checked by its owner
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return dict(value)
+        raise UsageError(f"saved config: {name} must be a mapping of settings, got {value!r}")
     if typing.get_origin(kind) is tuple:  # tuple[str, ...]: JSON saved it as a list
         item = typing.get_args(kind)[0]
         if isinstance(value, list | tuple) and all(isinstance(v, item) for v in value):

@@ -25,18 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import (
-    ArgumentParser,
-    add_config_flags,
-    explicit_values,
-    resolve_device,
-    run_cli,
-    select_kernels,
-    torchrun_world,
-)
+from .cli import run_cli
 from .config import GAN_SIZE_LIMITS, InputSettings, TrainConfig, config_from_dict
 from .data import load_images
 from .errors import UsageError
+from .flags import ArgumentParser, add_config_flags, explicit_values
+from .jobs.inputs import resolve_device, select_kernels, torchrun_world
 from .metrics import FeatureNet, load_feature_net
 from .metrics.fid import load_fid_stats, save_fid_stats
 from .metrics.reference import dataset_statistics, reference_statistics

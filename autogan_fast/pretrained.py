@@ -33,7 +33,7 @@ import torch
 from .errors import UsageError
 from .models.derived import FULL_ARCH_LENGTH, DerivedGenerator
 from .safe_load import load_weights_only
-from .search_space import decode_arch, parse_arch, validate_arch
+from .search_space import CONV_PRE, decode_arch, parse_arch, validate_arch
 
 # What `train` writes (checkpoint.pt, best.pt). 2: one to-RGB head, skip outputs with skip-ins, epoch batches.
 CHECKPOINT_FORMAT = "autogan_fast.train/2"
@@ -116,7 +116,7 @@ def authors_prefixes(arch: tuple[int, ...]) -> dict[str, str]:
     """Our parameter-name prefix -> AutoGAN's, for the layers `arch` uses (pre-activation cells only)."""
     prefixes = {"l1.": "l1.", "to_rgb.0.": "to_rgb.0.", "to_rgb.2.": "to_rgb.2."}  # to_rgb.0 BN, .2 conv
     for k, choice in enumerate(decode_arch(arch)):
-        if choice.conv != "pre":
+        if choice.conv != CONV_PRE:
             raise UsageError(f"architecture {arch_text(arch)}: cell {k + 1} is post-activation, which AutoGAN's "
                              f"derived generators (pre-activation cells only) cannot hold")
         ours, theirs = f"cells.{k}.", f"cell{k + 1}."

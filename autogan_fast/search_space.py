@@ -3,18 +3,47 @@
 An architecture vector follows AutoGAN's format: 4 integers for cell 1 (conv, norm, up, shortcut),
 then 5 for cells 2 and 3 (the same plus a skip-in bit mask). Stage s (0, 1, 2) searches cells
 1..s+1, so vectors have length 4, 9 or 14.
+
+The registry: every candidate op is named once below, with its label, in the decision's table. An
+architecture vector holds indices into those tables; the code refers to the ops by these names (the
+generator's modules, the derived model's pruning, the study's plots) and counts them from the tables
+(`decision_sizes`, `search_space_size`, the controller's outputs). A new candidate op is one entry
+here plus the module that runs it (for an upsampling op: its entry in models/generator.py's
+`UPSAMPLERS`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
 
-CONV_TYPES = ("post", "pre")  # post: up -> conv -> norm -> ReLU; pre: norm -> ReLU -> up -> conv
-NORM_TYPES = ("none", "bn", "in")
-UP_TYPES = ("bilinear", "nearest", "deconv")
-SHORTCUT_TYPES = ("none", "yes")
+CONV_POST = "post"  # post-activation block: up -> conv -> norm -> ReLU
+CONV_PRE = "pre"  # pre-activation block: norm -> ReLU -> up -> conv
+NORM_NONE = "none"
+NORM_BN = "bn"  # BatchNorm
+NORM_IN = "in"  # InstanceNorm without affine (AutoGAN's)
+UP_BILINEAR = "bilinear"
+UP_NEAREST = "nearest"
+UP_DECONV = "deconv"  # 2x2 transposed conv, stride 2
+SHORTCUT_NONE = "none"
+SHORTCUT_YES = "yes"
+
+# Each decision's candidates, op name -> label (plots, reports), in code order: code i is the i-th entry.
+CONV_OPS = {CONV_POST: "post-activation conv", CONV_PRE: "pre-activation conv"}
+NORM_OPS = {NORM_NONE: "no normalization", NORM_BN: "batch norm", NORM_IN: "instance norm"}
+UP_OPS = {UP_BILINEAR: "bilinear upsampling", UP_NEAREST: "nearest upsampling", UP_DECONV: "deconv upsampling"}
+SHORTCUT_OPS = {SHORTCUT_NONE: "no shortcut", SHORTCUT_YES: "shortcut"}
+# The decisions every cell makes, in vector order (cells 2 and 3 add their skip-in mask after them).
+CELL_DECISIONS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("conv", CONV_OPS), ("norm", NORM_OPS), ("up", UP_OPS), ("shortcut", SHORTCUT_OPS))
+SKIP_DECISION = "skip-ins"
+
+CONV_TYPES = tuple(CONV_OPS)
+NORM_TYPES = tuple(NORM_OPS)
+UP_TYPES = tuple(UP_OPS)
+SHORTCUT_TYPES = tuple(SHORTCUT_OPS)
 
 NUM_CELLS = 3
 NUM_STAGES = NUM_CELLS
@@ -23,7 +52,7 @@ ARCH_LENGTHS = (4, 9, 14)  # vector length at stage 0, 1, 2
 
 def decision_sizes(cell: int) -> tuple[int, ...]:
     """Number of choices of each decision of a cell (0-based); cell c has c earlier cells to skip from."""
-    sizes = (len(CONV_TYPES), len(NORM_TYPES), len(UP_TYPES), len(SHORTCUT_TYPES))
+    sizes = tuple(len(ops) for _, ops in CELL_DECISIONS)
     return sizes + ((2**cell,) if cell > 0 else ())
 
 
@@ -46,9 +75,9 @@ def search_space_size(stage: int = NUM_STAGES - 1) -> int:
 class CellChoice:
     """The decoded decisions of one cell."""
 
-    conv: str  # "post" or "pre"
-    norm: str  # "none", "bn" or "in"
-    up: str  # "bilinear", "nearest" or "deconv"
+    conv: str  # one of CONV_TYPES
+    norm: str  # one of NORM_TYPES
+    up: str  # one of UP_TYPES
     shortcut: bool
     skip_from: tuple[int, ...]  # 1-based numbers of the earlier cells feeding a skip-in, ascending
 
@@ -73,7 +102,7 @@ def validate_arch(arch: list[int] | tuple[int, ...], stage: int | None = None) -
     if stage is not None and len(values) != ARCH_LENGTHS[stage]:
         raise UsageError(f"stage {stage} needs an architecture of length {ARCH_LENGTHS[stage]}, "
                          f"got {len(values)}")
-    names = ("conv", "norm", "up", "shortcut", "skip-ins")
+    names = (*(name for name, _ in CELL_DECISIONS), SKIP_DECISION)
     for cell in range(ARCH_LENGTHS.index(len(values)) + 1):
         codes = values[cell_slice(cell)]
         for decision, (code, size) in enumerate(zip(codes, decision_sizes(cell), strict=True)):
@@ -88,14 +117,21 @@ def arch_stage(arch: tuple[int, ...] | list[int]) -> int:
     return ARCH_LENGTHS.index(len(validate_arch(arch)))
 
 
+def arch_key(arch: Sequence[int]) -> tuple[int, ...]:
+    """The one hashable form of an architecture vector, its integers as a tuple (the length tells the
+    stage): every cache keyed by architecture uses it, the graph engine's training steps
+    (engines/graph.py) and the reward's generator steps (nas/reward.py)."""
+    return tuple(int(v) for v in arch)
+
+
 def decode_cell(arch: tuple[int, ...] | list[int], cell: int) -> CellChoice:
     """Decode cell `cell` (0-based). Skip mask bit 0 is the most recent earlier cell (AutoGAN's order)."""
     codes = arch[cell_slice(cell)]
     mask = codes[4] if cell > 0 else 0
     # Bit b of the mask selects earlier cell number (cell - b), 1-based (cell itself is 0-based).
     skip_from = tuple(sorted(cell - bit for bit in range(cell) if mask >> bit & 1))
-    return CellChoice(CONV_TYPES[codes[0]], NORM_TYPES[codes[1]], UP_TYPES[codes[2]], bool(codes[3]),
-                      skip_from)
+    return CellChoice(CONV_TYPES[codes[0]], NORM_TYPES[codes[1]], UP_TYPES[codes[2]],
+                      SHORTCUT_TYPES[codes[3]] == SHORTCUT_YES, skip_from)
 
 
 def decode_arch(arch: tuple[int, ...] | list[int]) -> list[CellChoice]:

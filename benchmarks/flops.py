@@ -108,11 +108,10 @@ class GanFlops:
         if key not in self._g:
             z = torch.zeros(2, self.latent_dim, device=self.device)
             was = self.gen.training
-            self.gen.set_arch(list(arch))
             self.gen.eval()
             try:
                 with torch.no_grad():
-                    self._g[key] = count_flops(lambda: self.gen(z)) // 2
+                    self._g[key] = count_flops(lambda: self.gen(z, list(arch))) // 2
             finally:
                 self.gen.train(was)
         return self._g[key] * batch

@@ -71,9 +71,8 @@ def score_all(pipeline: RewardPipeline, gan: SharedGAN, archs: list[list[int]]) 
     rewards = []
     started = time.perf_counter()
     for i, arch in enumerate(archs):
-        gan.gen.set_arch(arch)
         torch.manual_seed(1000 + i)
-        rewards.append(pipeline.score(gan.gen, tuple(arch)))
+        rewards.append(pipeline.score(gan.gen, arch))
     return rewards, time.perf_counter() - started
 
 

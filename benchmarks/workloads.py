@@ -40,13 +40,14 @@ from autogan_fast.engines.eager import (
     train_shared,
 )
 from autogan_fast.engines.graph import GANStep, train_shared_graph
+from autogan_fast.jobs.train import PAPER_ARCH
 from autogan_fast.kernels import use_backend
 from autogan_fast.metrics.feature_net import FeatureNet, check_uint8_images
 from autogan_fast.metrics.scoring import inception_score
 from autogan_fast.nas.controller import Beams, Controller
 from autogan_fast.nas.loop import graph_cache_sizes
 from autogan_fast.nas.reward import RewardPipeline, fp32_precision
-from autogan_fast.train import PAPER_ARCH, TrainState
+from autogan_fast.training.loop import TrainState
 
 from .flops import GanFlops, feature_net_flops_per_image, reward_flops
 from .harness import sync
@@ -284,16 +285,15 @@ class RewardRunner:
         i = self.index
         self.index += 1
         arch = self.archs[i]
-        self.gen.set_arch(arch)
         torch.manual_seed(1000 + i)
         c = self.config
         if self.pipeline is None:
             with use_backend("torch"), fp32_precision("ieee"):
-                value = inception_score(self.gen, self.net, c.rl_num_eval_img, c.latent_dim, c.eval_batch_size,
+                value = inception_score(self.gen, arch, self.net, c.rl_num_eval_img, c.latent_dim, c.eval_batch_size,
                                         c.is_splits, self.device)
         else:
             with use_backend("auto"):
-                value = self.pipeline.score(self.gen, (len(arch), tuple(arch)))
+                value = self.pipeline.score(self.gen, arch)
         self.rewards[i] = value
         return value
 

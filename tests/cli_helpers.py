@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from autogan_fast import run_dir
 from autogan_fast.cli import run_cli
+from autogan_fast.runs import checkpoint as run_files
 
 # A process that takes a run folder's lock, says so, and waits to be killed.
 _HOLD_LOCK = """
 import sys, time
-from autogan_fast.run_dir import RunLock
+from autogan_fast.runs.folder import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -52,7 +52,7 @@ def lock_held_elsewhere(run_dir):
 
 def full_disk_for(monkeypatch, name):
     """The atomic writer's writes of files called `name` fail half-way as on a full disk."""
-    real = run_dir.atomic_write
+    real = run_files.atomic_write
 
     def atomic_write(path, write):
         if path.name != name:
@@ -64,7 +64,7 @@ def full_disk_for(monkeypatch, name):
 
         return real(path, half_then_full)
 
-    monkeypatch.setattr(run_dir, "atomic_write", atomic_write)
+    monkeypatch.setattr(run_files, "atomic_write", atomic_write)
 
 
 COLLAPSE_WARNINGS = ("warning: the shared GAN of stage", "warning: the training collapsed")

@@ -273,7 +273,8 @@ def test_a_failing_rank_brings_the_job_down_with_its_message(tmp_path):
     script = tmp_path / "crash.py"
     script.write_text(textwrap.dedent("""
         import torch
-        from autogan_fast.cli import run_cli, torchrun_world
+        from autogan_fast.cli import run_cli
+        from autogan_fast.jobs.inputs import torchrun_world
 
         def main(argv):
             with torchrun_world("cpu") as world:

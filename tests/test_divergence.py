@@ -19,7 +19,7 @@ from autogan_fast.divergence import first_non_finite
 from autogan_fast.engines.eager import LossWindow, SharedGAN, train_shared
 from autogan_fast.errors import DivergedError, UsageError
 from autogan_fast.nas.controller import Controller
-from autogan_fast.run_dir import load_checkpoint
+from autogan_fast.runs.checkpoint import load_checkpoint
 
 DIVERGED = 3  # the exit status of a run that diverged (bad input is 2)
 

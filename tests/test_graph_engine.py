@@ -22,6 +22,7 @@ from autogan_fast.engines.cuda_graphs import CaptureBackend, GraphCache, GraphCa
 from autogan_fast.engines.eager import LossWindow, SharedGAN, train_shared
 from autogan_fast.engines.graph import RESET_CHECK_EVERY, resolve_engine, train_shared_graph
 from autogan_fast.errors import UsageError
+from autogan_fast.search_space import arch_key
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=8, gen_bs=8)
 CPU = torch.device("cpu")
@@ -108,8 +109,8 @@ def test_graph_keys_are_stage_arch_kind_and_batch_shapes(digits):
     train_shared_graph(gan, digits, config, 0, archs, *windows, cache=cache)
     keys = list(cache.graphs)  # in order of capture
     # (a, D+G) at 0, (b, D) at 1, (a, D+G) at 2 hit, (a, D) at 3, (b, D+G) at 4, (b, D) at 5 hit
-    assert keys == [(0, tuple(a), True, 8, 8), (0, tuple(b), False, 8, 8), (0, tuple(a), False, 8, 8),
-                    (0, tuple(b), True, 8, 8)]
+    assert keys == [(0, arch_key(a), True, 8, 8), (0, arch_key(b), False, 8, 8), (0, arch_key(a), False, 8, 8),
+                    (0, arch_key(b), True, 8, 8)]
     assert cache.stats.warmups == cache.stats.captures == 4 and cache.stats.hits == 2
     # always warm up, then capture; the two hits (steps 2 and 5) replay
     assert backend.events == ["warmup", "capture"] * 2 + ["replay"] + ["warmup", "capture"] * 2 + ["replay"]
@@ -232,9 +233,9 @@ def test_uncaptured_graph_engine_trains_a_derived_generator_like_the_eager_one(d
     CPU Adam cannot be capturable) equals the eager loop bit for bit, EMA and lr decay included."""
     import numpy as np
 
-    from autogan_fast import train
     from autogan_fast.config import TrainConfig
     from autogan_fast.metrics import load_feature_net
+    from autogan_fast.training import loop as train
 
     monkeypatch.setattr(train, "make_capturable", lambda *a, **k: None)  # keep the eager Adam on the CPU
     config = TrainConfig(max_iter=12, val_freq=12, num_eval_imgs=20, eval_batch_size=10, gen_bs=8, dis_bs=8,
@@ -344,7 +345,7 @@ def test_no_host_sync_inside_a_captured_step(cuda_digits):
     config = preset_config("demo", **GPU_TINY, dynamic_reset_window=4).validate()
     gan, (g_window, d_window) = _cuda_gan(config, capturable=True)
     gan.set_stage(0)
-    gan.gen.set_arch([1, 1, 1, 1])
+    arch = [1, 1, 1, 1]
     images = cuda_digits.at_resolution(gan.gen.output_resolution(0))
     step = GANStep(gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, images, 16, 16, config.latent_dim, d_window,
                    g_window, 1e-3)
@@ -353,8 +354,8 @@ def test_no_host_sync_inside_a_captured_step(cuda_digits):
         step.real_index.copy_(torch.randperm(len(images), device="cuda")[:16])
         torch.cuda.set_sync_debug_mode("error" if i else "default")
         try:
-            cache.run("dg", step.d_g_step)
-            cache.run("d", step.d_step)
+            cache.run("dg", lambda: step.d_g_step(arch))
+            cache.run("d", lambda: step.d_step(arch))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert cache.stats.captures == 2 and cache.stats.hits == 4
@@ -380,16 +381,15 @@ def test_a_training_step_reads_nothing_back_to_the_host(digits, arch):
     gan.gen_opt = torch.optim.Adam(gan.gen.parameters(), config.g_lr, betas=(0.0, 0.9), fused=True)
     gan.dis_opt = torch.optim.Adam(gan.dis.parameters(), config.d_lr, betas=(0.0, 0.9), fused=True)
     gan.set_stage(stage)
-    gan.gen.set_arch(arch)
     d_window, g_window = LossWindow(4, CPU), LossWindow(4, CPU)
     images = digits.at_resolution(gan.gen.output_resolution(stage))
     step = GANStep(gan.gen, gan.dis, gan.gen_opt, gan.dis_opt, images, 8, 8, config.latent_dim, d_window, g_window,
                    1e-3)
     step.real_index.copy_(torch.arange(8))
-    step.d_g_step()  # warm-up
+    step.d_g_step(arch)  # warm-up
     with NoHostSync():
-        step.d_g_step()
-        step.d_step()
+        step.d_g_step(arch)
+        step.d_step(arch)
     assert int(d_window.position) == 3 and int(g_window.position) == 2  # the device ring buffers advanced
 
 

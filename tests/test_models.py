@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from autogan_fast.errors import UsageError
 from autogan_fast.models import Discriminator, SharedGenerator, init_weights
-from autogan_fast.models.generator import PostActBlock, PreActBlock
-from autogan_fast.search_space import ARCH_LENGTHS, NUM_CELLS, cell_slice
+from autogan_fast.models.generator import UPSAMPLERS, Norms, PostActBlock, PreActBlock
+from autogan_fast.search_space import ARCH_LENGTHS, NORM_TYPES, NUM_CELLS, UP_TYPES, cell_slice
 
 LATENT, GF, DF, BOTTOM = 8, 4, 4, 2  # tiny nets: the tests are about wiring, not capacity
 DEFAULT_CELL = (1, 1, 1, 1)  # pre, bn, nearest, shortcut: the arch around the cell under test
@@ -41,8 +42,7 @@ def generator():
 
 def run_forward_backward(gen: SharedGenerator, arch: list[int]) -> torch.Tensor:
     gen.zero_grad(set_to_none=True)
-    gen.set_arch(arch)
-    images = gen(torch.randn(3, LATENT))
+    images = gen(torch.randn(3, LATENT), arch)
     images.square().mean().backward()
     return images
 
@@ -117,9 +117,48 @@ def test_fused_postactivation_path_equals_the_literal_one():
     torch.testing.assert_close(fused, literal, rtol=1e-10, atol=1e-10)
 
 
+def test_every_registered_op_has_its_module():
+    """A candidate op of the search space (search_space's registry) is run by the generator: each upsampling
+    op has its entry in UPSAMPLERS, each norm runs through `Norms` (an unknown one is refused)."""
+    assert set(UPSAMPLERS) == set(UP_TYPES)
+    norms = Norms(3)
+    x = torch.randn(2, 3, 4, 4)
+    for norm in NORM_TYPES:
+        assert norms(x, norm).shape == x.shape
+    with pytest.raises(ValueError, match="unknown norm"):
+        norms(x, "group")
+
+
+@pytest.mark.parametrize("factor", [2, 4])  # a block's or shortcut's x2; the skip-in from two cells back
+def test_nearest_by_factor_is_the_former_resize_to_size(factor):
+    """Skip-ins were resized by `F.interpolate(size=...)`, blocks by `scale_factor=2`; one upsampler per op
+    now scales by the factor: the same source pixel for every output pixel, bit for bit."""
+    x = torch.randn(2, 3, 5, 5)
+    by_size = F.interpolate(x, size=(5 * factor, 5 * factor), mode="nearest")
+    assert torch.equal(UPSAMPLERS["nearest"](x, factor, None), by_size)
+
+
+def test_derived_generator_runs_only_its_own_arch():
+    """`gen(z)` runs the fixed architecture; `gen(z, arch)` (code written for the search's generator: sample
+    grids, the reward) accepts that one only."""
+    from autogan_fast.models.derived import DerivedGenerator
+
+    arch = [1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3]
+    torch.manual_seed(0)
+    gen = DerivedGenerator(arch, LATENT, GF, BOTTOM)
+    z = torch.randn(2, LATENT)
+    assert torch.equal(gen(z), gen(z, arch)) and torch.equal(gen(z), gen(z, tuple(arch)))
+    with pytest.raises(ValueError, match="fixed"):
+        gen(z, [0] * 14)
+
+
 def test_generator_needs_an_arch():
-    with pytest.raises(RuntimeError, match="set_arch"):
-        SharedGenerator(LATENT, GF, BOTTOM)(torch.randn(1, LATENT))
+    gen = SharedGenerator(LATENT, GF, BOTTOM)
+    with pytest.raises(TypeError, match="arch"):
+        gen(torch.randn(1, LATENT))
+    with pytest.raises(UsageError, match="position 2: cell 1 up"):
+        gen(torch.randn(1, LATENT), [0, 0, 3, 0])  # validated as the forward decodes it
+    assert not hasattr(gen, "set_arch") and not hasattr(gen, "arch")  # no architecture held between calls
 
 
 @pytest.mark.parametrize("stage", range(NUM_CELLS))
@@ -223,10 +262,9 @@ def test_shared_generator_matches_autogans_forward(arch):
     for m in gen.modules():  # non-trivial biases and BN affines, so every term shows
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.BatchNorm2d)) and m.bias is not None:
             torch.nn.init.normal_(m.bias, 0.0, 0.3)
-    gen.set_arch(arch)
     z = torch.randn(6, LATENT)
     with torch.no_grad():
-        ours = gen(z)
+        ours = gen(z, arch)
         reference = _autogan_shared_forward(gen, z, arch)
     # fp32, same operations up to the fused four-phase conv's summation order: ~1e-7 relative each
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
@@ -272,9 +310,7 @@ def test_the_search_starts_its_deconvs_as_nearest_upsampling(cells):
     deconv = [code for cell in cells for code in cell]
     nearest = [1 if position in (2, 6, 11) else code for position, code in enumerate(deconv)]
     with torch.no_grad():
-        gen.set_arch(deconv)
-        by_deconv = gen(z)
-        gen.set_arch(nearest)
-        by_nearest = gen(z)
+        by_deconv = gen(z, deconv)
+        by_nearest = gen(z, nearest)
     # float32 sums in another order (the fused upsample-conv against conv after a deconv): 1e-5 of tanh's range
     torch.testing.assert_close(by_deconv, by_nearest, atol=1e-5, rtol=0)

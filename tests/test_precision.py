@@ -14,7 +14,6 @@ import torch
 from capture_helpers import RecordingBackend
 from cli_helpers import run_cli_captured
 
-from autogan_fast.cli import apply_resume_overrides
 from autogan_fast.config import TrainConfig, preset_config
 from autogan_fast.data import DeviceImageData, load_images
 from autogan_fast.engines.cuda_graphs import GraphCache
@@ -22,6 +21,7 @@ from autogan_fast.engines.eager import LossWindow, SharedGAN, discriminator_step
 from autogan_fast.engines.graph import train_shared_graph
 from autogan_fast.engines.precision import new_adam, to_layout
 from autogan_fast.errors import UsageError
+from autogan_fast.jobs.driver import apply_resume_overrides
 
 TINY = dict(gf_dim=4, df_dim=4, latent_dim=8, bottom_width=2, dis_bs=8, gen_bs=8)
 CPU = torch.device("cpu")
@@ -81,12 +81,11 @@ def test_bf16_runs_the_forward_in_bf16_channels_last(digits):
     torch.manual_seed(0)
     config = tiny_config("bf16")
     gan = SharedGAN.create(config, CPU)
-    gan.gen.set_arch(ARCH)
     seen = {}
     gan.gen.to_rgb[2].register_forward_hook(lambda m, i, out: seen.setdefault("gen", out))
     gan.dis.blocks[0].c1.register_forward_hook(lambda m, i, out: seen.setdefault("dis", out))
     real = digits.batches(8, gan.gen.output_resolution(0)).next()
-    discriminator_step(gan.gen, gan.dis, gan.dis_opt, real, 8, precision="bf16")
+    discriminator_step(gan.gen, gan.dis, gan.dis_opt, real, 8, precision="bf16", arch=ARCH)
     for name in ("gen", "dis"):
         assert seen[name].dtype == torch.bfloat16, name
         assert seen[name].is_contiguous(memory_format=torch.channels_last), name
@@ -105,15 +104,14 @@ def test_channels_last_changes_fp32_results_only_by_rounding(digits):
         torch.manual_seed(0)
         gan = SharedGAN.create(tiny_config("fp32"), CPU)
         gan.gen.to(memory_format=layout)
-        gan.gen.set_arch(ARCH)
         batches = digits.batches(8, gan.gen.output_resolution(0))
         losses, grads = [], []
         for i in range(4):
-            losses.append(generator_step(gan.gen, gan.dis, gan.gen_opt, 8, 8))
+            losses.append(generator_step(gan.gen, gan.dis, gan.gen_opt, 8, 8, arch=ARCH))
             if i == 0:  # G's weights as created: its gradients compare directly
                 grads += [p.grad.clone() for p in gan.gen.parameters() if p.grad is not None]
             real = to_layout(batches.next(), "bf16" if layout == torch.channels_last else "fp32")
-            losses.append(discriminator_step(gan.gen, gan.dis, gan.dis_opt, real, 8))
+            losses.append(discriminator_step(gan.gen, gan.dis, gan.dis_opt, real, 8, arch=ARCH))
             if i == 0:  # D not yet updated (the G step does not step D)
                 grads += [p.grad.clone() for p in gan.dis.parameters() if p.grad is not None]
         results.append((torch.stack(losses), grads))
@@ -150,13 +148,13 @@ def test_a_bad_precision_is_one_line_and_exit_2(command, tmp_path, capsys):
 @pytest.mark.parametrize("config_cls", [TrainConfig, None])  # None: the search's config
 def test_precision_cannot_change_on_resume(config_cls, tmp_path):
     """It changes the trajectory (another run, not a continuation), so it is not a resumable override."""
-    from autogan_fast import search, train
+    from autogan_fast.jobs.search import SearchJob
+    from autogan_fast.jobs.train import TrainJob
 
     if config_cls is None:
-        config, resumable = preset_config("demo", precision="bf16").validate(), search.RESUMABLE_OVERRIDES
+        config, resumable = preset_config("demo", precision="bf16").validate(), SearchJob.resumable
     else:
-        config, resumable = preset_config("demo", TrainConfig, precision="bf16").validate(), \
-            train.RESUMABLE_OVERRIDES
+        config, resumable = preset_config("demo", TrainConfig, precision="bf16").validate(), TrainJob.resumable
     with pytest.raises(UsageError, match="--precision cannot change when resuming"):
         apply_resume_overrides(tmp_path, config, {"precision": "fp32"}, resumable)
 

@@ -18,7 +18,8 @@ from autogan_fast.config import (
     preset_config,
 )
 from autogan_fast.errors import UsageError
-from autogan_fast.run_dir import CONFIG, RESULT, JsonlLog, finished_result, parse_json
+from autogan_fast.runs.checkpoint import parse_json
+from autogan_fast.runs.folder import CONFIG, RESULT, JsonlLog, finished_result
 from autogan_fast.study.__main__ import main as study_main
 from autogan_fast.study.plan import MAX_RANDOM_ARCHS
 

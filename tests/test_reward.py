@@ -26,7 +26,7 @@ from autogan_fast.nas.reward import (
     pick_precision,
     spearman,
 )
-from autogan_fast.search_space import ARCH_LENGTHS, decision_sizes
+from autogan_fast.search_space import ARCH_LENGTHS, arch_key, decision_sizes
 
 LATENT, BATCH, SPLITS = 8, 16, 2
 CPU = torch.device("cpu")
@@ -44,12 +44,7 @@ def gen():
     torch.manual_seed(0)
     g = SharedGenerator(latent_dim=LATENT, gf_dim=4, bottom_width=2)
     init_weights(g)
-    g.set_arch(ARCH_A)
     return g
-
-
-def key_of(g):
-    return (g.stage, tuple(g.arch))
 
 
 def seeded(seed, fn, *args, **kwargs):
@@ -133,7 +128,7 @@ def reference_score(gen, net, num_images, batch_size):
     gen.eval()
     with torch.no_grad():
         for start in range(0, num_images, batch_size):
-            features, logits = net(quantize_images(gen(torch.randn(batch_size, LATENT))))
+            features, logits = net(quantize_images(gen(torch.randn(batch_size, LATENT), ARCH_A)))
             wanted = min(batch_size, num_images - start)
             stats.update(features[:wanted], logits[:wanted])
     return stats.inception_score()[0]
@@ -142,16 +137,16 @@ def reference_score(gen, net, num_images, batch_size):
 def test_uncaptured_pipeline_equals_engine_reward_bit_for_bit(net, gen):
     num_images = 4 * BATCH  # the engine cuts before the feature net; with whole batches nothing is cut
     pipeline = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU)
-    expected = seeded(1, inception_score, gen, net, num_images, LATENT, BATCH, SPLITS, CPU)
-    assert seeded(1, pipeline.score, gen, key_of(gen)) == expected
-    assert seeded(1, pipeline.score, gen, key_of(gen)) == expected  # the stats are reset per score
-    assert seeded(2, pipeline.score, gen, key_of(gen)) != expected  # and the noise is drawn, not fixed
+    expected = seeded(1, inception_score, gen, ARCH_A, net, num_images, LATENT, BATCH, SPLITS, CPU)
+    assert seeded(1, pipeline.score, gen, ARCH_A) == expected
+    assert seeded(1, pipeline.score, gen, ARCH_A) == expected  # the stats are reset per score
+    assert seeded(2, pipeline.score, gen, ARCH_A) != expected  # and the noise is drawn, not fixed
 
 
 def test_last_batch_is_cut(net, gen):
     num_images = 3 * BATCH + 5  # 4 batches drawn and generated in full, the last one cut to 5 images
     pipeline = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU)
-    got = seeded(1, pipeline.score, gen, key_of(gen))
+    got = seeded(1, pipeline.score, gen, ARCH_A)
     assert pipeline.stats.num_seen == num_images
     # Exactly the eager maths with the feature net on whole batches, cut after.
     assert got == seeded(1, reference_score, gen, net, num_images, BATCH)
@@ -159,7 +154,7 @@ def test_last_batch_is_cut(net, gen):
     # differently, ~1e-7 relative per logit (fp32), and the IS follows the logits: 7e-11 to 1e-8 measured
     # on 2-core machines, depending on the GEMM kernel picked. Same random stream: another noise draw
     # moves the IS of this generator by ~1e-2 (measured), 10^4 times the tolerance.
-    eager = seeded(1, inception_score, gen, net, num_images, LATENT, BATCH, SPLITS, CPU)
+    eager = seeded(1, inception_score, gen, ARCH_A, net, num_images, LATENT, BATCH, SPLITS, CPU)
     assert got == pytest.approx(eager, rel=1e-6, abs=0)
 
 
@@ -168,7 +163,7 @@ def test_scores_in_eval_mode_and_restores_the_mode(net, gen, training):
     gen.train(training)
     running_mean = gen.cells[0].pre1.norms.bn.running_mean.clone()
     pipeline = RewardPipeline(net, BATCH, BATCH, SPLITS, LATENT, CPU)
-    score = pipeline.score(gen, key_of(gen))
+    score = pipeline.score(gen, ARCH_A)
     assert gen.training == training and math.isfinite(score) and score >= 1.0
     assert torch.equal(gen.cells[0].pre1.norms.bn.running_mean, running_mean)  # eval: BN stats untouched
 
@@ -179,11 +174,11 @@ def test_accumulate_never_reads_the_device(net, gen):
     pipeline = RewardPipeline(net, 2 * BATCH + 3, BATCH, SPLITS, LATENT, CPU, cache=cache)
     for _ in range(2):  # warm-up + capture, then replays
         with NoHostSync():
-            stats = pipeline.accumulate(gen, key_of(gen))
+            stats = pipeline.accumulate(gen, ARCH_A)
         assert math.isfinite(stats.inception_score()[0])  # the read, outside the guard
     uncached = RewardPipeline(net, 2 * BATCH + 3, BATCH, SPLITS, LATENT, CPU)
     with NoHostSync():
-        uncached.accumulate(gen, key_of(gen))
+        uncached.accumulate(gen, ARCH_A)
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +195,10 @@ def test_inception_reward_is_capturable(inception, gen):
     for _ in range(2):  # warm-up + capture of both steps in the first batch, replays after
         torch.manual_seed(1)
         with NoHostSync():
-            stats = pipeline.accumulate(gen, key_of(gen))
+            stats = pipeline.accumulate(gen, ARCH_A)
         captured = stats.inception_score()[0]
     assert cache.stats.captures == 2 and cache.stats.hits == 6
-    eager = seeded(1, RewardPipeline(inception, 4, 2, SPLITS, LATENT, CPU).score, gen, key_of(gen))
+    eager = seeded(1, RewardPipeline(inception, 4, 2, SPLITS, LATENT, CPU).score, gen, ARCH_A)
     assert captured == eager and math.isfinite(eager)
 
 
@@ -223,9 +218,9 @@ def test_through_the_cache_same_score_and_keys(net, gen):
     pipeline = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU, cache=cache)
     eager = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU)
 
-    first = seeded(1, pipeline.score, gen, key_of(gen))
-    assert first == seeded(1, eager.score, gen, key_of(gen))
-    gen_key_a = ("reward-gen", key_of(gen), BATCH)
+    first = seeded(1, pipeline.score, gen, ARCH_A)
+    assert first == seeded(1, eager.score, gen, ARCH_A)
+    gen_key_a = ("reward-gen", arch_key(ARCH_A), BATCH)  # the graph engine's key of the architecture
     feature_key_4px = ("reward-features", BATCH, "fp32", (4, 4))
     assert list(cache.graphs) == [gen_key_a, feature_key_4px]
     # First batch: each step warmed up then captured; the other 3 batches replay both.
@@ -234,21 +229,21 @@ def test_through_the_cache_same_score_and_keys(net, gen):
     buffers = [pipeline.noise.data_ptr(), pipeline.features.data_ptr(), pipeline.images[(BATCH, 3, 4, 4)].data_ptr()]
 
     # The same architecture again: all hits, the same static buffers, the same score for the same seed.
-    assert seeded(1, pipeline.score, gen, key_of(gen)) == first
+    assert seeded(1, pipeline.score, gen, ARCH_A) == first
     assert (cache.stats.warmups, cache.stats.hits) == (2, 14)
     assert buffers == [pipeline.noise.data_ptr(), pipeline.features.data_ptr(),
                        pipeline.images[(BATCH, 3, 4, 4)].data_ptr()]
 
     # Another architecture of the same stage: a new generator graph, the feature graph is shared.
-    gen.set_arch(ARCH_B)
-    second = seeded(1, pipeline.score, gen, key_of(gen))
-    assert second == seeded(1, eager.score, gen, key_of(gen)) and second != first
+    second = seeded(1, pipeline.score, gen, ARCH_B)
+    assert second == seeded(1, eager.score, gen, ARCH_B) and second != first
+    assert ("reward-gen", arch_key(ARCH_B), BATCH) in cache.graphs
     assert len(cache.graphs) == 3 and (cache.stats.warmups, cache.stats.hits) == (3, 21)
 
     # Stage 1 (8 px): a new generator graph and a feature graph for the new resolution.
-    gen.set_arch((*ARCH_A, 1, 1, 1, 1, 1))
-    third = seeded(1, pipeline.score, gen, key_of(gen))
-    assert third == seeded(1, eager.score, gen, key_of(gen))
+    stage1 = (*ARCH_A, 1, 1, 1, 1, 1)
+    third = seeded(1, pipeline.score, gen, stage1)
+    assert third == seeded(1, eager.score, gen, stage1)
     assert ("reward-features", BATCH, "fp32", (8, 8)) in cache.graphs and len(cache.graphs) == 5
 
 
@@ -268,7 +263,7 @@ def test_fp32_and_tf32_paths(net, gen):
         seen, hook = head_dtypes(net)
         try:
             scores[precision] = seeded(1, RewardPipeline(net, 2 * BATCH, BATCH, SPLITS, LATENT, CPU,
-                                                         precision=precision).score, gen, key_of(gen))
+                                                         precision=precision).score, gen, ARCH_A)
         finally:
             hook.remove()
         assert set(seen) == {torch.float32}
@@ -281,7 +276,7 @@ def test_bf16_path_runs_the_feature_net_in_bf16_channels_last(net, gen):
         pipeline = RewardPipeline(net, 2 * BATCH, BATCH, SPLITS, LATENT, CPU, precision="bf16",
                                   cache=GraphCache(CaptureBackend(), 4))
         with NoHostSync():
-            pipeline.accumulate(gen, key_of(gen))
+            pipeline.accumulate(gen, ARCH_A)
         score = pipeline.stats.inception_score()[0]
     finally:
         hook.remove()
@@ -336,8 +331,7 @@ def test_rank_correlation_between_precisions_over_architectures(net, gen):
                                   cache=GraphCache(CaptureBackend(), 16))
         scores = []
         for i, arch in enumerate(archs):
-            gen.set_arch(arch)
-            scores.append(seeded(100 + i, pipeline.score, gen, key_of(gen)))
+            scores.append(seeded(100 + i, pipeline.score, gen, arch))
         rewards[precision, run] = scores
     assert rewards["fp32", 0] == rewards["fp32", 1]
     assert spearman(rewards["fp32", 0], rewards["fp32", 1]) == 1.0
@@ -368,18 +362,18 @@ def test_cuda_graphs_give_the_eager_reward_without_syncs(precision):
     torch.manual_seed(0)
     gen = SharedGenerator(latent_dim=LATENT, gf_dim=4, bottom_width=2)
     init_weights(gen)
-    gen.to(device).set_arch(ARCH_A)
+    gen.to(device)
     num_images, batch = 4 * 64, 64
     cache = GraphCache(CudaGraphBackend(device), max_graphs=8)
     captured = RewardPipeline(net, num_images, batch, SPLITS, LATENT, device, precision, cache=cache)
     eager = RewardPipeline(net, num_images, batch, SPLITS, LATENT, device, precision)
 
-    first = seeded(1, captured.score, gen, key_of(gen))  # warm-up + capture + replays
+    first = seeded(1, captured.score, gen, ARCH_A)  # warm-up + capture + replays
     assert cache.stats.captures == 2
-    reference = seeded(1, eager.score, gen, key_of(gen))
+    reference = seeded(1, eager.score, gen, ARCH_A)
     assert first == pytest.approx(reference, rel=1e-9, abs=0)
     if precision == "fp32":  # the engine's eager reward: same kernels too (digits net = matmuls, IEEE)
-        engine = seeded(1, inception_score, gen, net, num_images, LATENT, batch, SPLITS, device)
+        engine = seeded(1, inception_score, gen, ARCH_A, net, num_images, LATENT, batch, SPLITS, device)
         assert first == pytest.approx(engine, rel=1e-9, abs=0)
 
     torch.manual_seed(1)
@@ -388,7 +382,7 @@ def test_cuda_graphs_give_the_eager_reward_without_syncs(precision):
     torch.cuda.set_sync_debug_mode("error")
     try:
         with NoHostSync():
-            stats = captured.accumulate(gen, key_of(gen))  # replays only
+            stats = captured.accumulate(gen, ARCH_A)  # replays only
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     assert stats.inception_score()[0] == pytest.approx(reference, rel=1e-9, abs=0)
@@ -411,11 +405,11 @@ def test_feature_batches_score_the_same_images(net, gen, num_images, feature_bat
     """Several generator batches per feature-network call: the same noise and images as one batch per
     call (the default on a CPU), so the same reward up to the feature net's batch-size rounding."""
     one_per_call = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU)
-    expected = seeded(1, one_per_call.score, gen, key_of(gen))
+    expected = seeded(1, one_per_call.score, gen, ARCH_A)
     pipeline = RewardPipeline(net, num_images, BATCH, SPLITS, LATENT, CPU, feature_batch=feature_batch)
     sizes, hook = _feature_calls(net)
     try:
-        got = seeded(1, pipeline.score, gen, key_of(gen))
+        got = seeded(1, pipeline.score, gen, ARCH_A)
     finally:
         hook.remove()
     assert sizes == calls and pipeline.stats.num_seen == num_images
@@ -430,10 +424,10 @@ def test_feature_batches_through_the_graph_cache(net, gen):
     cache = GraphCache(RecordingBackend(), max_graphs=8)
     pipeline = RewardPipeline(net, 4 * BATCH, BATCH, SPLITS, LATENT, CPU, cache=cache, feature_batch=2 * BATCH)
     plain = RewardPipeline(net, 4 * BATCH, BATCH, SPLITS, LATENT, CPU)
-    expected = seeded(1, plain.score, gen, key_of(gen))
+    expected = seeded(1, plain.score, gen, ARCH_A)
     for _ in range(2):
         with NoHostSync():
-            seeded(1, pipeline.accumulate, gen, key_of(gen))
+            seeded(1, pipeline.accumulate, gen, ARCH_A)
         assert pipeline.stats.inception_score()[0] == pytest.approx(expected, rel=1e-6, abs=0)
     assert pipeline.feature_key((8, 8))[1] == 2 * BATCH
     assert cache.stats.captures == 2 and cache.stats.warmups == 2  # the gen step and the feature step

@@ -19,18 +19,8 @@ import torch
 from cli_helpers import lock_held_elsewhere
 
 from autogan_fast.errors import UsageError
-from autogan_fast.run_dir import (
-    LOCK,
-    TEMP_NAME,
-    JsonlLog,
-    RunLock,
-    atomic_write,
-    create_run_dir,
-    load_checkpoint,
-    locked_run_dir,
-    save_checkpoint,
-    write_json,
-)
+from autogan_fast.runs.checkpoint import TEMP_NAME, atomic_write, load_checkpoint, save_checkpoint, write_json
+from autogan_fast.runs.folder import LOCK, JsonlLog, RunLock, create_run_dir, locked_run_dir
 from autogan_fast.safe_load import load_weights_only
 
 
@@ -178,7 +168,7 @@ def test_a_full_disk_inside_torch_save_is_the_full_disk_message(tmp_path):
 _SAVE_PAST_FILE_SIZE_LIMIT = """
 import resource, sys, torch
 from autogan_fast.errors import UsageError
-from autogan_fast.run_dir import save_checkpoint
+from autogan_fast.runs.checkpoint import save_checkpoint
 resource.setrlimit(resource.RLIMIT_FSIZE, (16384, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
     save_checkpoint(sys.argv[1], {"format": "x", "weights": torch.zeros(100_000)})
@@ -210,7 +200,7 @@ def test_run_folders_the_file_system_refuses_leave_nothing(tmp_path, monkeypatch
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("autogan_fast.run_dir.tempfile.mkstemp", refused)  # as in a read-only folder
+    monkeypatch.setattr("autogan_fast.runs.checkpoint.tempfile.mkstemp", refused)  # as in a read-only folder
     with pytest.raises(UsageError, match=r"cannot write .*config.json: Permission denied; nothing was written"):
         create_run_dir(str(tmp_path / "a" / "b"), {})
     with pytest.raises(UsageError, match=r"cannot write runs/00000/config.json: Permission denied"):

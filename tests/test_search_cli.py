@@ -505,12 +505,12 @@ def test_a_read_only_out_is_one_line_and_leaves_no_folder(tmp_path, capsys, monk
     simulated where every run-folder file is made (the atomic writer's temporary file)."""
     import errno
 
-    from autogan_fast import run_dir
+    from autogan_fast.runs import checkpoint as run_files
 
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(run_dir.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(run_files.tempfile, "mkstemp", refused)
     code, _, stderr = run([*TINY, "--out", tmp_path / "a" / "b" / "run"], capsys)
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert f"cannot write {tmp_path / 'a' / 'b' / 'run' / 'config.json'}: Permission denied" in stderr

@@ -1,11 +1,22 @@
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from autogan_fast.errors import UsageError
 from autogan_fast.search_space import (
     ARCH_LENGTHS,
+    CELL_DECISIONS,
+    CONV_TYPES,
+    NORM_TYPES,
+    SHORTCUT_TYPES,
+    UP_TYPES,
     CellChoice,
+    arch_key,
     arch_stage,
     arch_to_str,
+    decision_sizes,
     decode_arch,
     parse_arch,
     search_space_size,
@@ -73,3 +84,30 @@ def test_readable_string():
     text = arch_to_str(PAPER_CIFAR10_ARCH)
     assert text.startswith("[1 0 1 1 | 1 0 0 1 1 | 1 0 1 0 3]")
     assert "c3: pre none nearest no-shortcut skip<c1,c2" in text
+
+
+def test_the_registry_holds_autogans_codes_in_order():
+    """The names an architecture vector's codes stand for, in AutoGAN's order (its released vectors and
+    checkpoints depend on it); the counts come from the same tables."""
+    assert CONV_TYPES == ("post", "pre") and NORM_TYPES == ("none", "bn", "in")
+    assert UP_TYPES == ("bilinear", "nearest", "deconv") and SHORTCUT_TYPES == ("none", "yes")
+    assert [name for name, _ in CELL_DECISIONS] == ["conv", "norm", "up", "shortcut"]
+    assert decision_sizes(0) == tuple(len(ops) for _, ops in CELL_DECISIONS)
+    per_cell = math.prod(len(ops) for _, ops in CELL_DECISIONS)
+    assert search_space_size(2) == per_cell**3 * 2 * 4  # skip-in masks: 2 for cell 2, 4 for cell 3
+    assert all(label for _, ops in CELL_DECISIONS for label in ops.values())  # each op has its plot label
+
+
+def test_the_readme_lists_the_upsampling_codes_of_the_registry():
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    listing = ", ".join(f"{code} {name}" for code, name in enumerate(UP_TYPES))
+    assert f"upsampling ({listing})" in readme
+
+
+def test_arch_key_is_one_hashable_form_of_an_architecture():
+    """The engine's and the reward's graph caches key an architecture by it: a list, a tuple and numpy
+    integers of one architecture are one key; the length (the stage) tells stages apart."""
+    key = arch_key([1, 0, 1, 1])
+    assert key == (1, 0, 1, 1) and hash(key) == hash(arch_key((1, 0, 1, 1)))
+    assert arch_key(np.array([1, 0, 1, 1])) == key and all(type(v) is int for v in arch_key(np.array([1, 0])))
+    assert arch_key([1, 0, 1, 1, 0, 0, 0, 0, 0]) != arch_key([1, 0, 1, 1])

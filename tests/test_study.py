@@ -17,7 +17,7 @@ from scipy import stats
 
 from autogan_fast.distributed import World
 from autogan_fast.errors import UsageError
-from autogan_fast.run_dir import JsonlLog
+from autogan_fast.runs.folder import JsonlLog
 from autogan_fast.study import runner
 from autogan_fast.study.__main__ import main
 from autogan_fast.study.plan import ARMS, StudySettings, build_plan, random_archs

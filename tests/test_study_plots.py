@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from autogan_fast.errors import UsageError
-from autogan_fast.run_dir import strict_json
+from autogan_fast.runs.checkpoint import strict_json
 from autogan_fast.study.plots import draw_plots
 
 ARCH = [1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 0, 3]  # cell 2 skips in from cell 1, cell 3 from cells 1 and 2

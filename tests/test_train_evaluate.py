@@ -24,6 +24,7 @@ from autogan_fast.metrics.scoring import score_generator
 from autogan_fast.models import SharedGenerator, init_weights
 from autogan_fast.models.derived import DerivedGenerator
 from autogan_fast.nas.collapse import stage_collapsed
+from autogan_fast.training.loop import TrainState
 
 # Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
 TINY = ["--gf-dim", "8", "--df-dim", "8", "--latent-dim", "8", "--gen-bs", "16", "--dis-bs", "16",
@@ -65,7 +66,6 @@ def test_derived_generator_is_the_shared_one_pruned_to_its_arch(arch):
     shared = SharedGenerator(latent_dim=8, gf_dim=8, bottom_width=2)
     init_weights(derived)
     init_weights(shared)
-    shared.set_arch(arch)
     _, unexpected = shared.load_state_dict(derived.state_dict(), strict=False)
     assert unexpected == []  # same parameter names, a subset of the shared ones
     z = torch.randn(5, 8)
@@ -74,7 +74,7 @@ def test_derived_generator_is_the_shared_one_pruned_to_its_arch(arch):
         shared.train(training)
         out = derived(z)
         assert out.shape == (5, 3, 16, 16)  # bottom_width * 8
-        assert torch.equal(out, shared(z))
+        assert torch.equal(out, shared(z, arch))
     derived.train()
     derived(z).square().mean().backward()
     unused = [name for name, p in derived.named_parameters() if p.grad is None]
@@ -94,14 +94,15 @@ def test_derived_generator_needs_a_valid_three_cell_arch(arch, reason):
 
 def test_derived_generator_arch_is_fixed():
     gen = DerivedGenerator(train.PAPER_ARCH, latent_dim=8, gf_dim=8, bottom_width=2)
-    gen.set_arch(list(train.PAPER_ARCH))  # the same one: accepted (the search's helpers call it)
+    z = torch.randn(2, 8)
+    assert torch.equal(gen(z, list(train.PAPER_ARCH)), gen(z))  # its own: accepted
     with pytest.raises(ValueError, match="fixed"):
-        gen.set_arch([0] * 14)
+        gen(z, [0] * 14)
 
 
 def test_ema_is_the_moving_average_of_parameters_and_a_copy_of_buffers():
     config = preset_config("demo", TrainConfig, gf_dim=4, df_dim=4, latent_dim=4, ema=0.75).validate()
-    state = train.TrainState.create(config, train.PAPER_ARCH, torch.device("cpu"))
+    state = TrainState.create(config, train.PAPER_ARCH, torch.device("cpu"))
     before = [p.clone() for p in state.ema.parameters()]
     with torch.no_grad():
         for p in state.gen.parameters():

@@ -195,8 +195,12 @@ def rank_noise(batch_size: int, latent_dim: int, device: torch.device, world: Wo
 
 
 def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Optimizer, real: torch.Tensor,
-                       latent_dim: int, world: World = SINGLE, precision: str = "fp32") -> torch.Tensor:
+                       latent_dim: int, world: World = SINGLE, precision: str = "fp32",
+                       arch: Sequence[int] | None = None) -> torch.Tensor:
     """One hinge-loss D update on `real` and as many fakes (one D forward for both); returns the loss.
+
+    The fakes are `gen(z, arch)`: the shared generator runs architecture `arch`; a derived generator
+    (derived training: `arch` None) its own.
 
     Under torchrun `real` is this rank's rows of the global batch; D's gradients are averaged over the
     ranks by DDP (a DistributedDataParallel `dis`) or else here, the returned loss with them. The
@@ -207,21 +211,23 @@ def discriminator_step(gen: nn.Module, dis: nn.Module, dis_opt: torch.optim.Opti
     z = rank_noise(real.shape[0] * world.size, latent_dim, real.device, world)
     with autocast(precision, real.device):
         with torch.no_grad():
-            fake = gen(z)
+            fake = gen(z, arch)
         logits = dis(to_layout(torch.cat([real, fake.to(real.dtype)]), precision)).float()
         d_loss = hinge_d_loss(logits[: real.shape[0]], logits[real.shape[0]:])
     return optimizer_step(dis, dis_opt, d_loss, world)
 
 
 def generator_step(gen: nn.Module, dis: nn.Module, gen_opt: torch.optim.Optimizer, batch_size: int,
-                   latent_dim: int, world: World = SINGLE, precision: str = "fp32") -> torch.Tensor:
-    """One hinge-loss G update on `batch_size` fakes (the global batch; this rank's rows under torchrun,
-    gradients averaged as in `discriminator_step`); returns the loss. Also fills D's grads (the next D
-    step clears them first). Forward and loss in `precision`'s arithmetic, as `discriminator_step`."""
+                   latent_dim: int, world: World = SINGLE, precision: str = "fp32",
+                   arch: Sequence[int] | None = None) -> torch.Tensor:
+    """One hinge-loss G update on `batch_size` fakes `gen(z, arch)` (the global batch; this rank's rows
+    under torchrun, gradients averaged as in `discriminator_step`; `arch` as there); returns the loss.
+    Also fills D's grads (the next D step clears them first). Forward and loss in `precision`'s
+    arithmetic, as `discriminator_step`."""
     device = next(gen.parameters()).device
     z = rank_noise(batch_size, latent_dim, device, world)
     with autocast(precision, device):
-        g_loss = -dis(gen(z)).float().mean()
+        g_loss = -dis(gen(z, arch)).float().mean()
     return optimizer_step(gen, gen_opt, g_loss, world)
 
 
@@ -269,15 +275,14 @@ def train_shared(gan: SharedGAN, data: DeviceImageData, config: SearchConfig, st
     g_sum = torch.zeros((), device=device)
     g_steps = 0
     reset = False
-    for step, arch in enumerate(archs):
-        gan.gen.set_arch(arch)  # a host list: choosing the path reads nothing from the device
+    for step, arch in enumerate(archs):  # host lists: choosing the path reads nothing from the device
         d_loss = discriminator_step(gan.gen, gan.dis, gan.dis_opt, real_batches.next(), config.latent_dim, world,
-                                    config.precision)
+                                    config.precision, arch)
         d_window.push(d_loss)
         d_sum += d_loss
         if step % config.n_critic == 0:  # D steps 0, n_critic, 2 n_critic, ... as AutoGAN
             g_loss = generator_step(gan.gen, gan.dis, gan.gen_opt, config.gen_bs, config.latent_dim, world,
-                                    config.precision)
+                                    config.precision, arch)
             g_window.push(g_loss)
             g_sum += g_loss
             g_steps += 1

@@ -17,11 +17,13 @@ step and reads the device from the host. Here a step is a capture-safe function 
 The maths is the eager engine's: the same `discriminator_step` / `generator_step` functions, the same
 order of random draws, the same ring-buffer contents; tests/test_graph_engine.py runs both on the CPU
 (no capture) and compares weights and losses bit for bit. `GraphCache` (cuda_graphs.py) keeps one graph
-per (stage, architecture, step kind, batch shapes).
+per (stage, architecture, step kind, batch shapes), the architecture as `search_space.arch_key` writes it
+(the reward's graphs use the same key).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -30,6 +32,7 @@ from torch import nn
 from ..config import ENGINES, SearchConfig, check_engine
 from ..data import DeviceImageData, gather_batch
 from ..errors import UsageError
+from ..search_space import arch_key
 from .cuda_graphs import GraphCache
 from .eager import LossWindow, SharedGAN, TrainSummary, discriminator_step, generator_step, loss_variance_low
 
@@ -61,6 +64,8 @@ class GANStep:
     """D and D + G steps of one GAN over static buffers: the functions the graph cache captures.
 
     Everything here is device work: no host reads, no host counters (the loop keeps those).
+    The steps take the generator's architecture (`gen(z, arch)`: the search's shared generator; None for
+    a derived one, derived training), so one step object serves every architecture, each its own graph.
     `after_g` runs right after each G step inside the same graph (derived training's EMA update).
     `precision`'s autocast region (engines/precision.py) is entered inside each step, so a captured
     graph holds the casts and the reduced-precision kernels.
@@ -92,18 +97,18 @@ class GANStep:
             t.zero_()
         self.armed_host = False
 
-    def d_step(self) -> None:
+    def d_step(self, arch: Sequence[int] | None = None) -> None:
         real = gather_batch(self.images, self.real_index)
         d_loss = discriminator_step(self.gen, self.dis, self.dis_opt, real, self.latent_dim,
-                                    precision=self.precision)
+                                    precision=self.precision, arch=arch)
         if self.d_window is not None:
             self.d_window.push_on_device(d_loss)
         self.d_sum += d_loss
 
-    def d_g_step(self) -> None:
-        self.d_step()
+    def d_g_step(self, arch: Sequence[int] | None = None) -> None:
+        self.d_step(arch)
         g_loss = generator_step(self.gen, self.dis, self.gen_opt, self.gen_bs, self.latent_dim,
-                                precision=self.precision)
+                                precision=self.precision, arch=arch)
         if self.g_window is not None:
             self.g_window.push_on_device(g_loss)
         self.g_sum += g_loss
@@ -137,14 +142,13 @@ def train_shared_graph(gan: SharedGAN, data: DeviceImageData, config: SearchConf
     steps = g_steps = 0
     reset = False
     for i, arch in enumerate(archs):
-        gan.gen.set_arch(arch)
         step.real_index.copy_(real_batches.next_index())  # device to device, outside the graph
         with_g = i % config.n_critic == 0
         if with_g and not step.armed_host and g_window.count + 1 >= size and d_window.count + 1 >= size:
             step.armed.fill_(True)  # this G step fills both windows: from it on the rule applies
             step.armed_host = True
-        key = (stage, tuple(arch), with_g, config.dis_bs, config.gen_bs)
-        cache.run(key, step.d_g_step if with_g else step.d_step)
+        key = (stage, arch_key(arch), with_g, config.dis_bs, config.gen_bs)
+        cache.run(key, functools.partial(step.d_g_step if with_g else step.d_step, arch))
         steps += 1
         d_window.count += 1
         if with_g:

@@ -7,7 +7,7 @@ the order of generation or the number of processes, so torchrun ranks can share 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from ..data import quantize_images
 from ..distributed import SINGLE, World
 from ..kernels import InceptionStats
-from ..models import SharedGenerator
+from ..models.derived import DerivedGenerator
 from .feature_net import FeatureNet
 from .fid import frechet_distance
 
@@ -46,7 +46,7 @@ def image_latents(seed: int, start: int, stop: int, latent_dim: int, device: tor
 
 
 @torch.no_grad()
-def seeded_statistics(gen: SharedGenerator, feature_net: FeatureNet, num_images: int, batch_size: int,
+def seeded_statistics(gen: DerivedGenerator, feature_net: FeatureNet, num_images: int, batch_size: int,
                       splits: int, seed: int, device: torch.device, world: World = SINGLE) -> InceptionStats:
     """IS / FID statistics of images 0 .. num_images - 1 of `gen` (in eval mode), latents by `image_latents`.
 
@@ -69,7 +69,7 @@ def seeded_statistics(gen: SharedGenerator, feature_net: FeatureNet, num_images:
     return stats
 
 
-def score_generator(gen: SharedGenerator, feature_net: FeatureNet, reference: tuple[np.ndarray, np.ndarray],
+def score_generator(gen: DerivedGenerator, feature_net: FeatureNet, reference: tuple[np.ndarray, np.ndarray],
                     num_images: int, batch_size: int, splits: int, seed: int, device: torch.device,
                     world: World = SINGLE) -> dict[str, float]:
     """IS (mean, std over splits) and FID against `reference` (mu, sigma) of `num_images` images of `gen`.
@@ -89,9 +89,10 @@ def score_generator(gen: SharedGenerator, feature_net: FeatureNet, reference: tu
 # The search's reward, eagerly (the captured form is autogan_fast/nas/reward.py)
 
 
-def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size: int,
+def generate_uint8(gen: nn.Module, arch: Sequence[int], num_images: int, latent_dim: int, batch_size: int,
                    device: torch.device) -> Iterator[torch.Tensor]:
-    """Batches of generated images, quantized to uint8 exactly as real images are stored.
+    """Batches of images of architecture `arch` (`gen(z, arch)`), quantized to uint8 exactly as real images
+    are stored.
 
     Runs `gen` as it is (the caller chooses train or eval mode) without gradients. Every batch draws
     a full `batch_size` of noise and generates it, the last one then cut to the images still wanted:
@@ -100,17 +101,18 @@ def generate_uint8(gen: nn.Module, num_images: int, latent_dim: int, batch_size:
     for start in range(0, num_images, batch_size):
         z = torch.randn(batch_size, latent_dim, device=device)
         with torch.no_grad():
-            yield quantize_images(gen(z))[: num_images - start]
+            yield quantize_images(gen(z, arch))[: num_images - start]
 
 
-def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
-                         batch_size: int, splits: int, device: torch.device) -> InceptionStats:
-    """IS and FID statistics of `num_images` generated images (G in eval mode), accumulated on the device."""
+def generator_statistics(gen: nn.Module, arch: Sequence[int], feature_net: FeatureNet, num_images: int,
+                         latent_dim: int, batch_size: int, splits: int, device: torch.device) -> InceptionStats:
+    """IS and FID statistics of `num_images` images of architecture `arch` (G in eval mode), accumulated on
+    the device."""
     stats = InceptionStats(num_images, feature_net.num_features, feature_net.num_classes, splits, device=device)
     was_training = gen.training
     gen.eval()
     try:
-        for images in generate_uint8(gen, num_images, latent_dim, batch_size, device):
+        for images in generate_uint8(gen, arch, num_images, latent_dim, batch_size, device):
             with torch.no_grad():
                 stats.update(*feature_net(images))
     finally:
@@ -118,10 +120,10 @@ def generator_statistics(gen: nn.Module, feature_net: FeatureNet, num_images: in
     return stats
 
 
-def inception_score(gen: nn.Module, feature_net: FeatureNet, num_images: int, latent_dim: int,
-                    batch_size: int, splits: int, device: torch.device) -> float:
-    """The reward: mean IS of `num_images` generated images under `feature_net`."""
-    stats = generator_statistics(gen, feature_net, num_images, latent_dim, batch_size, splits, device)
+def inception_score(gen: nn.Module, arch: Sequence[int], feature_net: FeatureNet, num_images: int,
+                    latent_dim: int, batch_size: int, splits: int, device: torch.device) -> float:
+    """The reward: mean IS of `num_images` images of architecture `arch` under `feature_net`."""
+    stats = generator_statistics(gen, arch, feature_net, num_images, latent_dim, batch_size, splits, device)
     return stats.inception_score()[0]  # host sync: one per reward
 
 

@@ -3,7 +3,8 @@
 Linear(latent -> bottom_width^2 * gf) -> cells (each doubles the resolution) -> BN -> ReLU ->
 3x3 conv to RGB -> tanh. At stage s the image is taken after cell s+1 through the one to-RGB head
 all stages share (as AutoGAN's `shared_gan.py`). Weights are shared by every architecture: each cell
-holds a pre- and a post-activation block and all norms and upsamplers; `set_arch` picks the path.
+holds a pre- and a post-activation block and all norms and upsamplers; the architecture is an argument of
+the forward, `gen(z, arch)`, which picks the path (and so the stage: the output resolution).
 
 Nearest-x2 upsampling followed by the 3x3 conv runs as one fused op (`upsample_conv2d`: four 2x2
 phase convolutions, no upsampled tensor), with the pre-activation (ReLU, or BatchNorm folded to a
@@ -12,13 +13,26 @@ per-channel affine then ReLU) fused into its input load.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import all_reduce_sum
 from ..kernels import bilinear_upsample, upsample_conv2d
-from ..search_space import NUM_CELLS, CellChoice, arch_stage, decode_arch, validate_arch
+from ..search_space import (
+    CONV_PRE,
+    NORM_BN,
+    NORM_IN,
+    NORM_NONE,
+    NUM_CELLS,
+    UP_BILINEAR,
+    UP_DECONV,
+    UP_NEAREST,
+    CellChoice,
+    decode_arch,
+)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -81,13 +95,32 @@ def batch_norm_as_affine(bn: nn.BatchNorm2d, x: torch.Tensor) -> tuple[torch.Ten
     return scale, bn.bias - mean * scale
 
 
-def upsample(x: torch.Tensor, mode: str, deconv: nn.ConvTranspose2d) -> torch.Tensor:
-    """x2 upsampling by `mode`: "bilinear", "nearest" or "deconv" (2x2 transposed conv, stride 2)."""
-    if mode == "deconv":
-        return deconv(x)
-    if mode == "bilinear":
-        return bilinear_upsample(x, 2)  # Triton on CUDA; elsewhere F.interpolate(align_corners=False)
-    return F.interpolate(x, scale_factor=2, mode=mode)
+def bilinear_by(x: torch.Tensor, factor: int, learned: nn.Module | None) -> torch.Tensor:
+    return bilinear_upsample(x, factor)  # Triton on CUDA; elsewhere F.interpolate(align_corners=False)
+
+
+def nearest_by(x: torch.Tensor, factor: int, learned: nn.Module | None) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="nearest")
+
+
+def deconv_by(x: torch.Tensor, factor: int, learned: nn.Module | None) -> torch.Tensor:
+    return learned(x)  # the place's stack of log2(factor) 2x2 stride-2 transposed convs
+
+
+# How each upsampling op (search_space.UP_TYPES) enlarges a feature map by an integer factor (2 in a
+# block or a shortcut, 2 or 4 for a skip-in): up(x, factor, learned), `learned` being the place's own
+# learned upsampler (the deconv op's transposed convs; None where the place has none). One entry per
+# op of search_space.UP_OPS (tests/test_models.py checks).
+UPSAMPLERS: dict[str, Callable[[torch.Tensor, int, nn.Module | None], torch.Tensor]] = {
+    UP_BILINEAR: bilinear_by,
+    UP_NEAREST: nearest_by,
+    UP_DECONV: deconv_by,
+}
+
+
+def upsample(x: torch.Tensor, up: str, factor: int, learned: nn.Module | None) -> torch.Tensor:
+    """`x` enlarged `factor` times by upsampling op `up` (see UPSAMPLERS)."""
+    return UPSAMPLERS[up](x, factor, learned)
 
 
 class Norms(nn.Module):
@@ -99,11 +132,13 @@ class Norms(nn.Module):
         self.inn = nn.InstanceNorm2d(channels)
 
     def forward(self, x: torch.Tensor, norm: str) -> torch.Tensor:
-        if norm == "bn":
+        if norm == NORM_BN:
             return self.bn(x)
-        if norm == "in":
+        if norm == NORM_IN:
             return self.inn(x)
-        return x
+        if norm == NORM_NONE:
+            return x
+        raise ValueError(f"unknown norm {norm!r}")
 
 
 def fused_layout(conv: nn.Conv2d) -> bool:
@@ -123,14 +158,14 @@ class PreActBlock(nn.Module):
         self.deconv = nn.ConvTranspose2d(in_ch, in_ch, 2, stride=2) if upsamples else None
 
     def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
-        if self.upsamples and up == "nearest" and norm != "in" and fused_layout(self.conv):
-            if norm == "bn":
+        if self.upsamples and up == UP_NEAREST and norm in (NORM_NONE, NORM_BN) and fused_layout(self.conv):
+            if norm == NORM_BN:
                 scale, shift = batch_norm_as_affine(self.norms.bn, x)
                 return upsample_conv2d(x, self.conv.weight, self.conv.bias, scale=scale, shift=shift, relu=True)
             return upsample_conv2d(x, self.conv.weight, self.conv.bias, relu=True)
         h = F.relu(self.norms(x, norm))
         if self.upsamples:
-            h = upsample(h, up, self.deconv)
+            h = upsample(h, up, 2, self.deconv)
         return self.conv(h)
 
 
@@ -145,10 +180,10 @@ class PostActBlock(nn.Module):
         self.norms = Norms(out_ch)
 
     def forward(self, x: torch.Tensor, norm: str, up: str) -> torch.Tensor:
-        if self.upsamples and up == "nearest" and fused_layout(self.conv):
+        if self.upsamples and up == UP_NEAREST and fused_layout(self.conv):
             h = upsample_conv2d(x, self.conv.weight, self.conv.bias)
         else:
-            h = self.conv(upsample(x, up, self.deconv) if self.upsamples else x)
+            h = self.conv(upsample(x, up, 2, self.deconv) if self.upsamples else x)
         return F.relu(self.norms(h, norm))
 
 
@@ -179,15 +214,12 @@ class Cell(nn.Module):
 
     def resize_skip(self, feature: torch.Tensor, earlier: int, size: int, up: str) -> torch.Tensor:
         """Bring the skip output of earlier cell `earlier` (1-based) to `size` pixels."""
-        if up == "deconv":
-            return self.skip_deconvs[earlier - 1](feature)
-        if up == "bilinear":  # cells double the size: the factor is an integer (2 or 4)
-            return bilinear_upsample(feature, size // feature.shape[-1])
-        return F.interpolate(feature, size=(size, size), mode=up)
+        # cells double the size: the factor is an integer (2 or 4), the deconvs' stack as many doublings
+        return upsample(feature, up, size // feature.shape[-1], self.skip_deconvs[earlier - 1])
 
     def forward(self, x: torch.Tensor, skip_features: list[torch.Tensor], choice: CellChoice
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        block1, block2 = (self.pre1, self.pre2) if choice.conv == "pre" else (self.post1, self.post2)
+        block1, block2 = (self.pre1, self.pre2) if choice.conv == CONV_PRE else (self.post1, self.post2)
         h = block1(x, choice.norm, choice.up)
         size = h.shape[-1]
         for earlier in choice.skip_from:  # 1-based cell numbers; skip_convs[i] serves cell i + 1
@@ -196,15 +228,16 @@ class Cell(nn.Module):
         skip_out = h  # including the skip-ins (see the class docstring)
         out = block2(h, choice.norm, choice.up)
         if choice.shortcut:
-            if choice.up == "nearest":  # a 1x1 conv commutes with nearest upsampling: run it small
-                out = out + F.interpolate(self.shortcut_conv(x), scale_factor=2, mode="nearest")
+            if choice.up == UP_NEAREST:  # a 1x1 conv commutes with nearest upsampling: run it small
+                out = out + upsample(self.shortcut_conv(x), UP_NEAREST, 2, None)
             else:
-                out = out + self.shortcut_conv(upsample(x, choice.up, self.shortcut_deconv))
+                out = out + self.shortcut_conv(upsample(x, choice.up, 2, self.shortcut_deconv))
         return skip_out, out
 
 
 class SharedGenerator(nn.Module):
-    """Weight-sharing generator of the search; `set_arch` picks the architecture (and so the stage)."""
+    """Weight-sharing generator of the search: `gen(z, arch)` runs architecture `arch` (length 4, 9 or 14:
+    its stage, and so the output resolution) on latents `z`."""
 
     def __init__(self, latent_dim: int = 128, gf_dim: int = 128, bottom_width: int = 4):
         super().__init__()
@@ -213,27 +246,20 @@ class SharedGenerator(nn.Module):
         self.cells = nn.ModuleList(Cell(gf_dim, num_skip_in=c) for c in range(NUM_CELLS))
         # one head for every stage (AutoGAN's `to_rgb`): state-dict keys to_rgb.0 (BN) and to_rgb.2 (conv)
         self.to_rgb = nn.Sequential(BatchNorm2d(gf_dim), nn.ReLU(), nn.Conv2d(gf_dim, 3, 3, padding=1), nn.Tanh())
-        self.arch: tuple[int, ...] = ()
-        self.choices: list[CellChoice] = []
-
-    def set_arch(self, arch) -> None:
-        """Use architecture `arch` (length 4, 9 or 14) from the next forward on."""
-        self.arch = validate_arch(arch)
-        self.choices = decode_arch(self.arch)
-
-    @property
-    def stage(self) -> int:
-        return arch_stage(self.arch)
 
     def output_resolution(self, stage: int) -> int:
         return self.bottom_width * 2 ** (stage + 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.choices:
-            raise RuntimeError("call set_arch(arch) before running the shared generator")
+    def forward(self, z: torch.Tensor, arch: Sequence[int]) -> torch.Tensor:
+        """Images of architecture `arch` (validated: UsageError naming a bad position) from latents `z`.
+        `arch` is a host sequence: choosing the path reads nothing from the device."""
+        return self.run_cells(z, decode_arch(arch))
+
+    def run_cells(self, z: torch.Tensor, choices: Sequence[CellChoice]) -> torch.Tensor:
+        """The forward through the cells `choices` decode (one per cell of the stage)."""
         h = self.l1(z).view(-1, self.gf_dim, self.bottom_width, self.bottom_width)
         skip_features: list[torch.Tensor] = []
-        for cell, choice in zip(self.cells, self.choices, strict=False):
+        for cell, choice in zip(self.cells, choices, strict=False):
             skip_out, h = cell(h, skip_features, choice)
             skip_features.append(skip_out)
         return self.to_rgb(h)

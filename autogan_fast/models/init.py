@@ -18,9 +18,9 @@ def init_weights(module: nn.Module) -> None:
 
 @torch.no_grad()
 def init_deconvs_as_nearest(module: nn.Module) -> None:
-    """Make every 2x2 stride-2 ConvTranspose2d of `module` (the "deconv" upsampling choice, its shortcut and
-    skip-in resizers) start as nearest x2 upsampling: weight[c, c] = 1 (each input pixel copied to its 2x2
-    block), bias 0, as FCN starts its deconvs as bilinear interpolation.
+    """Make every 2x2 stride-2 ConvTranspose2d of `module` (those of the deconv upsampling op, `UP_DECONV`:
+    in the blocks, the shortcut and the skip-in resizers) start as nearest x2 upsampling: weight[c, c] = 1
+    (each input pixel copied to its 2x2 block), bias 0, as FCN starts its deconvs as bilinear interpolation.
 
     Why (the search only): PyTorch's default init makes each of the four taps an independent random
     channel mix, a 2x2 checkerboard of noise, and a weight-shared deconv trains on about a third of the

@@ -36,18 +36,9 @@ from ..engines.graph import train_shared_graph
 from ..kernels import autoselect_choices
 from ..metrics.feature_net import FeatureNet
 from ..metrics.scoring import inception_score
-from ..run_dir import (
-    CHECKPOINT,
-    LOG,
-    JsonlLog,
-    device_name,
-    log_kernel_choices,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-    save_samples,
-    write_json,
-)
+from ..models.samples import save_samples
+from ..runs.checkpoint import restore_rng_state, rng_state, save_checkpoint, write_json
+from ..runs.folder import CHECKPOINT, LOG, JsonlLog, device_name, log_kernel_choices
 from ..search_space import arch_to_str, search_space_size
 from ..tensorboard import ScalarLogger
 from .collapse import COLLAPSE_IS, NEAR_COLLAPSE_IS, beams_warning, collapse_warning, stage_verdict
@@ -191,8 +182,7 @@ def score_archs(state: SearchState, archs: list[list[int]], feature_net: Feature
     world = state.world
     mine = {}
     for index in world.batch_starts(len(archs), 1):
-        state.gan.gen.set_arch(archs[index])
-        mine[index] = score(state, feature_net, device)
+        mine[index] = score(state, archs[index], feature_net, device)
     if world.distributed:
         scores = world.all_gather_floats(mine, len(archs))  # host sync
         world.sync_random_state()
@@ -204,15 +194,15 @@ def score_archs(state: SearchState, archs: list[list[int]], feature_net: Feature
     return scores
 
 
-def score(state: SearchState, feature_net: FeatureNet, device: torch.device) -> float:
-    """IS of the generator's current architecture (the reward), through the run's reward pipeline; without
-    one (`run_search` always sets it; the benchmark's eager baseline does not) the eager `inception_score`."""
+def score(state: SearchState, arch: list[int], feature_net: FeatureNet, device: torch.device) -> float:
+    """IS of architecture `arch` of the shared generator (the reward), through the run's reward pipeline;
+    without one (`run_search` always sets it; the benchmark's eager baseline does not) the eager
+    `inception_score`."""
     config = state.config
     if state.reward is None:
-        return inception_score(state.gan.gen, feature_net, config.rl_num_eval_img, config.latent_dim,
+        return inception_score(state.gan.gen, arch, feature_net, config.rl_num_eval_img, config.latent_dim,
                                config.eval_batch_size, config.is_splits, device)
-    arch = state.gan.gen.arch
-    return state.reward.score(state.gan.gen, (len(arch), arch))  # host sync: one per reward
+    return state.reward.score(state.gan.gen, arch)  # host sync: one per reward
 
 
 def train_controller(state: SearchState, feature_net: FeatureNet, device: torch.device, log: JsonlLog,

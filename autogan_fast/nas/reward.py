@@ -18,10 +18,10 @@ k = feature_batch // batch_size (at least 1, at most the reward's batches). The 
 images are those of k = 1, so only the feature network's batch changes. Default (None): 500 images on
 CUDA (chosen for the GPU: Inception-v3's activations at 500 images are ~6 GB in fp32), one generator
 batch elsewhere (the CPU path and its rewards unchanged).
-Keys in the `GraphCache`: ("reward-gen", key, batch_size) and ("reward-features", feature rows,
-precision, (H, W)); `key` must identify the generator's architecture (e.g. (stage, tuple(arch))):
-two architectures under one key would replay the first one's graph. One cache may serve one
-`RewardPipeline` (its graphs hold this pipeline's buffers), next to any other steps of the search.
+Keys in the `GraphCache`: ("reward-gen", arch_key(arch), batch_size) and ("reward-features", feature
+rows, precision, (H, W)): the architecture's key is `search_space.arch_key`, the graph engine's too. One
+cache may serve one `RewardPipeline` (its graphs hold this pipeline's buffers), next to any other steps
+of the search.
 Without a cache the same steps run eagerly; with `GraphCache(CaptureBackend(), ...)` (the CPU) the
 same code runs through the cache.
 
@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -73,6 +73,7 @@ from ..engines.cuda_graphs import GraphCache
 from ..engines.precision import fp32_precision
 from ..kernels import InceptionStats
 from ..metrics.feature_net import FeatureNet
+from ..search_space import arch_key
 
 DEFAULT_REWARD_PRECISION = "fp32"  # until the benchmark measures otherwise (see the header)
 DEFAULT_CUDA_FEATURE_BATCH = 500  # images per feature-network call on CUDA when not given (see the header)
@@ -129,8 +130,9 @@ def pick_precision(seconds: dict[str, float], correlation_with_fp32: dict[str, f
 class RewardPipeline:
     """Inception Score of `num_images` generated images, in batches of `batch_size`, over static buffers.
 
-    `score(gen, key)` is the reward; `accumulate(gen, key)` does all of it but the final host read and
-    returns the filled `InceptionStats`. `gen` runs in eval mode (its mode is restored after).
+    `score(gen, arch)` is the reward of architecture `arch` of `gen` (the shared generator: `gen(z, arch)`);
+    `accumulate(gen, arch)` does all of it but the final host read and returns the filled `InceptionStats`.
+    `gen` runs in eval mode (its mode is restored after).
     """
 
     def __init__(self, feature_net: FeatureNet, num_images: int, batch_size: int, splits: int, latent_dim: int,
@@ -162,7 +164,7 @@ class RewardPipeline:
         self.logits = torch.empty(self.feature_rows, feature_net.num_classes, device=self.device)
         # uint8 (rows, 3, H, W), one per (rows, resolution): the generator's and (k > 1) the feature step's
         self.images: dict[tuple[int, ...], torch.Tensor] = {}
-        self._gen_images: dict[Hashable, torch.Tensor] = {}  # gen cache key -> the image buffer it writes
+        self._gen_images: dict[tuple, torch.Tensor] = {}  # gen cache key -> the image buffer it writes
         self._feature_steps: dict[tuple[int, ...], Callable[[], None]] = {}
 
     # -- the two steps -------------------------------------------------------------------------
@@ -177,11 +179,11 @@ class RewardPipeline:
             self.images[shape] = buffer
         return buffer
 
-    def _gen_step(self, gen: nn.Module, gen_key: Hashable) -> Callable[[], None]:
+    def _gen_step(self, gen: nn.Module, arch: Sequence[int], gen_key: tuple) -> Callable[[], None]:
         def step() -> None:
             with torch.no_grad():
                 self.noise.normal_()  # = torch.randn(batch_size, latent_dim): the same stream
-                images = quantize_images(gen(self.noise))
+                images = quantize_images(gen(self.noise, arch))
                 buffer = self._image_buffer(images.shape)
                 buffer.copy_(images)
             # Python-side memo, written when the step runs in Python (eagerly, at warm-up or capture),
@@ -202,7 +204,7 @@ class RewardPipeline:
             self._feature_steps[tuple(images.shape)] = step
         return step
 
-    def _run(self, key: Hashable, step: Callable[[], None]) -> None:
+    def _run(self, key: tuple, step: Callable[[], None]) -> None:
         if self.cache is None:
             step()
         else:
@@ -210,18 +212,19 @@ class RewardPipeline:
 
     # -- the reward ----------------------------------------------------------------------------
 
-    def gen_key(self, key: Hashable) -> tuple:
-        return ("reward-gen", key, self.batch_size)
+    def gen_key(self, arch: Sequence[int]) -> tuple:
+        return ("reward-gen", arch_key(arch), self.batch_size)
 
     def feature_key(self, resolution: tuple[int, int]) -> tuple:
         return ("reward-features", self.feature_rows, self.precision, tuple(resolution))
 
-    def accumulate(self, gen: nn.Module, key: Hashable) -> InceptionStats:
-        """Generate and score all `num_images` images into `self.stats`; no host read of a device value."""
+    def accumulate(self, gen: nn.Module, arch: Sequence[int]) -> InceptionStats:
+        """Generate and score all `num_images` images of `arch` into `self.stats`; no host read of a device
+        value."""
         stats = self.stats
         stats.reset()
-        gen_key = self.gen_key(key)
-        gen_step = self._gen_step(gen, gen_key)
+        gen_key = self.gen_key(arch)
+        gen_step = self._gen_step(gen, arch, gen_key)
         was_training = gen.training
         gen.eval()
         k, batch = self.gen_batches_per_feature, self.batch_size
@@ -246,9 +249,9 @@ class RewardPipeline:
             gen.train(was_training)
         return stats
 
-    def score(self, gen: nn.Module, key: Hashable) -> float:
-        """The reward: mean IS over splits of `num_images` images of `gen` (eval mode)."""
-        return self.accumulate(gen, key).inception_score()[0]  # host sync: the one read per reward
+    def score(self, gen: nn.Module, arch: Sequence[int]) -> float:
+        """The reward: mean IS over splits of `num_images` images of architecture `arch` of `gen` (eval mode)."""
+        return self.accumulate(gen, arch).inception_score()[0]  # host sync: the one read per reward
 
 
 __all__ = ["DEFAULT_REWARD_PRECISION", "MIN_RANK_CORRELATION", "REWARD_PRECISIONS", "RewardPipeline",

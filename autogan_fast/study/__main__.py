@@ -22,13 +22,15 @@ from pathlib import Path
 
 import torch
 
-from ..cli import ArgumentParser, run_cli
-from ..config import PRESET_NAMES, field_docs, flag
+from ..cli import run_cli
+from ..config import PRESET_NAMES, InputSettings, field_docs, flag
 from ..distributed import SINGLE, World
 from ..errors import DivergedError, UsageError
-from ..run_dir import CONFIG, create_run_dir, locked_run_dir, parse_json, write_json
-from .plan import ARMS, StudySettings, build_plan, settings_from_dict
-from .runner import POLL_SECONDS, check_flags, run_plan
+from ..flags import ArgumentParser, add_config_flags
+from ..runs.checkpoint import parse_json, write_json
+from ..runs.folder import CONFIG, create_run_dir, locked_run_dir
+from .plan import ARMS, SHARED_INPUTS, StudySettings, build_plan, check_settings, settings_from_dict
+from .runner import POLL_SECONDS, run_plan
 from .summary import markdown, summarize
 
 STUDY_JSON, STUDY_MD, PLOTS = "study.json", "study.md", "plots"
@@ -40,6 +42,8 @@ def build_parser() -> ArgumentParser:
     hints = typing.get_type_hints(StudySettings)
     defaults = StudySettings()
     for field in dataclasses.fields(StudySettings):
+        if field.name == "inputs":  # one flag per shared input setting, below
+            continue
         help_text = f"{docs.get(field.name, '')} (default: {getattr(defaults, field.name)})"
         if field.name in ("arms", "proxy_arms"):
             parser.add_argument(f"--{flag(field.name)}", nargs="+", choices=ARMS, default=None, help=help_text)
@@ -48,6 +52,8 @@ def build_parser() -> ArgumentParser:
         kind = str if kind == str | None else kind
         parser.add_argument(f"--{flag(field.name)}", dest=field.name, type=kind, default=None, help=help_text,
                             choices=PRESET_NAMES if field.name == "preset" else None)
+    shared = parser.add_argument_group("shared inputs", "given to every sub-run (default: the preset's)")
+    add_config_flags(shared, InputSettings, only=SHARED_INPUTS, show_defaults=False)
     parser.add_argument("--out", help="study folder to create (default: a new numbered folder under runs/)")
     parser.add_argument("--resume", metavar="DIR", help="continue the study in DIR with the settings saved there")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,25 +88,27 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
     """The study folder and its settings: a new folder (rank 0 makes it, the others wait for it), or the
     `--resume`d one with its saved settings."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)
-             if getattr(args, f.name) is not None}
+             if f.name != "inputs" and getattr(args, f.name) is not None}
+    inputs = {name: getattr(args, name) for name in SHARED_INPUTS if getattr(args, name) is not None}
     if args.resume:
-        if given:
-            raise UsageError(f"--{flag(sorted(given)[0])} cannot change when resuming {args.resume}: a study's "
-                             f"settings make its plan")
+        if given or inputs:
+            name = sorted({*given, *inputs})[0]
+            raise UsageError(f"--{flag(name)} cannot change when resuming {args.resume}: a study's settings make its "
+                             f"plan")
         settings = saved_settings(Path(args.resume))
         try:
-            check_flags(build_plan(settings))  # a study folder made before the check
+            check_settings(settings, build_plan(settings))  # a study folder made before the check
         except UsageError as err:
             raise UsageError(f"--resume {args.resume}: {err}") from None
         return Path(args.resume), settings
     for name in ("arms", "proxy_arms"):
         if name in given:
             given[name] = tuple(given[name])
-    settings = StudySettings(**given).validate()
+    settings = StudySettings(**given, inputs=inputs).validate()
     runs = build_plan(settings)
-    check_flags(runs)  # every sub-run's flags, before the folder exists
-    plan = [{"name": run.name, "command": run.command, "flags": list(run.flags), "needs": list(run.needs)}
-            for run in runs]
+    check_settings(settings, runs)  # every sub-run's settings, before the folder exists
+    plan = [{"name": run.name, "command": run.command, "settings": run.settings, "needs": list(run.needs),
+             **({"arch": list(run.arch)} if run.arch is not None else {})} for run in runs]
     record = {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
     if world.is_main:
         return create_run_dir(args.out, record), settings

@@ -13,25 +13,36 @@ The plan is a pure function of the settings, so a resumed study rebuilds the sam
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import MAX_SEED, PRESET_NAMES, check_at_most, check_positive, config_from_dict
+from ..config import (
+    MAX_SEED,
+    PRESET_NAMES,
+    InputSettings,
+    SearchConfig,
+    TrainConfig,
+    check_at_most,
+    check_positive,
+    config_from_dict,
+    preset_config,
+)
 from ..errors import UsageError
+from ..flags import ArgumentParser, add_config_flags, explicit_values
 from ..search_space import NUM_CELLS, decision_sizes
 
 # The arms, at equal search budget: AutoGAN's multi-level search, its single-level search, the same
 # multi-level schedule with uniformly sampled architectures (no controller), and MLAS without dynamic reset.
-ARM_FLAGS: dict[str, tuple[str, ...]] = {
-    "mlas": ("--search-mode", "mlas"),
-    "slas": ("--search-mode", "slas"),
-    "random": ("--search-mode", "random"),
-    "mlas-no-reset": ("--search-mode", "mlas", "--dynamic-reset-threshold", "0"),
+ARM_SETTINGS: dict[str, dict[str, object]] = {
+    "mlas": {"search_mode": "mlas"},
+    "slas": {"search_mode": "slas"},
+    "random": {"search_mode": "random"},
+    "mlas-no-reset": {"search_mode": "mlas", "dynamic_reset_threshold": 0.0},
 }
-ARMS = tuple(ARM_FLAGS)
+ARMS = tuple(ARM_SETTINGS)
 # Bounds of the plan's sizes: each unit is a whole search or training, so these are far past real use (the
 # defaults in brackets); 10**9 would hang drawing the plan before anything is said. K, random architectures
 # (30), is trained from scratch and rescored on every proxy search.
@@ -40,8 +51,10 @@ STUDY_SIZE_LIMITS = {"seeds": 1000, "train_seeds": 100, "top": 100, "random_arch
 # Flags the study sets for each sub-run itself, so --search-flags / --train-flags may not.
 RESERVED_FLAGS = {"--out", "--resume", "--seed", "--preset", "--search-mode", "--dynamic-reset-threshold", "--arch",
                   "--arch-from", "--rank", "--stop-after", "--json", "--quiet"}
-# Flags that reach both commands unchanged: the data, scoring and implementation every sub-run shares.
-SHARED_FLAGS = ("dataset", "data_path", "split", "feature_net", "inception_weights", "kernels", "device")
+# The settings that reach every sub-run unchanged (data, scoring, implementation): `InputSettings` but the
+# seed, which the study sets per sub-run.
+SHARED_INPUTS = tuple(f.name for f in dataclasses.fields(InputSettings) if f.name != "seed")
+SETTINGS = {"search": SearchConfig, "train": TrainConfig}  # the typed settings of the searches and trainings
 
 
 @dataclass
@@ -58,14 +71,7 @@ class StudySettings:
     seed: int = 1  # first seed of the searches, of the trainings and of the random architectures
     search_flags: str = ""  # more flags for every search, one string (--search-flags="--max-search-iter 30")
     train_flags: str = ""  # more flags for every training, one string (--train-flags="--max-iter 2000")
-    # the shared data, scoring and implementation flags (None: the preset's)
-    dataset: str | None = None  # dataset of every sub-run (digits, cifar10, stl10 or folder)
-    data_path: str | None = None  # its folder
-    split: str | None = None  # its split
-    feature_net: str | None = None  # digits or inception
-    inception_weights: str | None = None  # Inception-v3 weights file
-    kernels: str | None = None  # auto, triton or torch
-    device: str | None = None  # auto, cpu or cuda
+    inputs: dict[str, object] = field(default_factory=dict)  # `InputSettings` given to every sub-run (else: the preset)
 
     def resolved_proxy_arms(self) -> tuple[str, ...]:
         """The proxy arms, the headline first. By default every arm, slas first: its shared GAN trains every
@@ -89,6 +95,11 @@ class StudySettings:
             if outside or not self.proxy_arms or len(set(self.proxy_arms)) != len(self.proxy_arms):
                 raise UsageError(f"--proxy-arms must name distinct arms of the study ({', '.join(self.arms)}), got "
                                  f"{', '.join(self.proxy_arms)}")
+        unknown = sorted(set(self.inputs) - set(SHARED_INPUTS))
+        if unknown:
+            raise UsageError(f"unknown shared input setting {unknown[0]!r} (the shared ones: "
+                             f"{', '.join(SHARED_INPUTS)})")
+        config_from_dict(self.inputs, InputSettings)  # each of the right type
         if not 0 <= self.seed <= MAX_SEED - max(self.seeds, self.train_seeds):
             raise UsageError(f"--seed must be in 0..{MAX_SEED - max(self.seeds, self.train_seeds)}, got {self.seed}")
         for name in ("search_flags", "train_flags"):
@@ -113,20 +124,14 @@ class SubRun:
 
     name: str  # its folder, relative to the study folder (e.g. "search/mlas-seed1")
     command: str  # "search", "train" or "proxy"
-    flags: tuple[str, ...]  # the command's flags, paths relative to the study folder (see `argv`)
-    needs: tuple[str, ...] = ()  # sub-runs whose results it reads
+    settings: dict = field(default_factory=dict, compare=False)  # its job's settings given (the rest: the preset's)
+    needs: tuple[str, ...] = ()  # sub-runs whose results it reads (a training's first: the search it trains from)
     arm: str | None = None  # the search arm it belongs to (None: the random baseline)
     seed: int | None = None  # the search's seed (search, proxy, and the training of its architectures)
     train_seed: int | None = None  # a training's seed
     rank: int | None = None  # a trained search architecture's rank in its search's result.json
     arch_index: int | None = None  # a trained random architecture's index among the K
-
-    def argv(self, study_dir: Path) -> list[str]:
-        """The command's arguments for a new run, with the study's paths made absolute."""
-        return [str(study_dir / word[len(IN_STUDY):]) if word.startswith(IN_STUDY) else word for word in self.flags]
-
-
-IN_STUDY = "@study/"  # marks a flag value that is a path inside the study folder
+    arch: tuple[int, ...] | None = None  # a random architecture's 14 integers (a search's: read from its result)
 
 
 def random_archs(count: int, seed: int) -> list[list[int]]:
@@ -136,36 +141,72 @@ def random_archs(count: int, seed: int) -> list[list[int]]:
     return [[int(rng.integers(size)) for size in sizes] for _ in range(count)]
 
 
+def sub_run_settings(settings: StudySettings, command: str) -> dict[str, object]:
+    """What every search (`command` "search") or training ("train") of the study is given: the shared inputs
+    and `--search-flags` / `--train-flags`, read by the job's settings flags (as its command reads them);
+    refused in one line naming the flag."""
+    text = settings.search_flags if command == "search" else settings.train_flags
+    words = [word for name, value in settings.inputs.items() for word in (f"--{name.replace('_', '-')}", str(value))]
+    parser = ArgumentParser(prog=f"the study's {command} flags")
+    add_config_flags(parser, SETTINGS[command])
+    try:
+        return explicit_values(parser.parse_flags([*words, *shlex.split(text)]), SETTINGS[command])
+    except UsageError as err:
+        raise refused(command, err) from None
+
+
+def refused(command: str, err: UsageError) -> UsageError:
+    kind = {"search": "searches", "train": "trainings"}[command]
+    return UsageError(f"the study's {kind} would be refused: {err} (their flags: --{command}-flags with the study's "
+                      f"--preset and data flags)")
+
+
+def check_settings(settings: StudySettings, plan: list[SubRun]) -> None:
+    """Validate every search's and training's settings as its job will, before anything is written: a refusal
+    names the setting in one line (not in a sub-run's output file, after the study folder exists, where
+    `--resume` could never correct it)."""
+    checked: set[tuple[str, str]] = set()
+    for run in plan:
+        key = (run.command, repr(sorted(run.settings.items())))
+        if run.command == "proxy" or key in checked:
+            continue
+        checked.add(key)
+        try:
+            preset_config(settings.preset, SETTINGS[run.command], **run.settings).validate()  # as the job will
+        except UsageError as err:
+            raise refused(run.command, err) from None
+
+
 def build_plan(settings: StudySettings) -> list[SubRun]:
     """Every sub-run of the study, in the order they run (see the module's header)."""
-    shared = [word for name in SHARED_FLAGS if (value := getattr(settings, name)) is not None
-              for word in (f"--{name.replace('_', '-')}", str(value))]
-    search_flags = ["--preset", settings.preset, *shared, *shlex.split(settings.search_flags)]
-    train_flags = ["--preset", settings.preset, *shared, *shlex.split(settings.train_flags)]
+    search_settings = sub_run_settings(settings, "search")
+    train_settings = sub_run_settings(settings, "train")
     seeds = [settings.seed + i for i in range(settings.seeds)]
     train_seeds = [settings.seed + i for i in range(settings.train_seeds)]
     archs = random_archs(settings.random_archs, settings.seed)
 
-    searches = [SubRun(f"search/{arm}-seed{seed}", "search", (*search_flags, *ARM_FLAGS[arm], "--seed", str(seed)),
+    searches = [SubRun(f"search/{arm}-seed{seed}", "search", {**search_settings, **ARM_SETTINGS[arm], "seed": seed},
                        arm=arm, seed=seed) for seed in seeds for arm in settings.arms]
-    proxies = [SubRun(f"proxy/{run.arm}-seed{run.seed}", "proxy", (f"{IN_STUDY}{run.name}",), needs=(run.name,),
-                      arm=run.arm, seed=run.seed)
+    proxies = [SubRun(f"proxy/{run.arm}-seed{run.seed}", "proxy", needs=(run.name,), arm=run.arm, seed=run.seed)
                for arm in settings.resolved_proxy_arms() for run in searches if run.arm == arm]
     trained = [SubRun(f"train/{run.arm}-seed{run.seed}-rank{rank}-tseed{tseed}", "train",
-                      (*train_flags, "--arch-from", f"{IN_STUDY}{run.name}/result.json", "--rank", str(rank),
-                       "--seed", str(tseed)),
-                      needs=(run.name,), arm=run.arm, seed=run.seed, train_seed=tseed, rank=rank)
+                      {**train_settings, "seed": tseed}, needs=(run.name,), arm=run.arm, seed=run.seed,
+                      train_seed=tseed, rank=rank)
                for run in searches for rank in range(1, settings.top + 1) for tseed in train_seeds]
-    baseline = [SubRun(f"train/random-{index:03d}-tseed{tseed}", "train",
-                       (*train_flags, "--arch", " ".join(map(str, arch)), "--seed", str(tseed)),
-                       train_seed=tseed, arch_index=index)
+    baseline = [SubRun(f"train/random-{index:03d}-tseed{tseed}", "train", {**train_settings, "seed": tseed},
+                       train_seed=tseed, arch_index=index, arch=tuple(arch))
                 for index, arch in enumerate(archs) for tseed in train_seeds]
     return searches + proxies + trained + baseline
 
 
 def settings_from_dict(data: object) -> StudySettings:
-    """Rebuild saved settings (a study folder's config.json), refusing damaged ones in one line."""
+    """Rebuild saved settings (a study folder's config.json), refusing damaged ones in one line. Studies saved
+    before `inputs` held the shared inputs as settings of their own (None: not given); they still resume."""
+    if isinstance(data, dict) and "inputs" not in data:
+        data = {**{k: v for k, v in data.items() if k not in SHARED_INPUTS},
+                "inputs": {k: data[k] for k in SHARED_INPUTS if data.get(k) is not None}}
     return config_from_dict(data, StudySettings).validate()
 
 
-__all__ = ["ARMS", "ARM_FLAGS", "StudySettings", "SubRun", "build_plan", "random_archs", "settings_from_dict"]
+__all__ = ["ARMS", "ARM_SETTINGS", "StudySettings", "SubRun", "build_plan", "check_settings", "random_archs",
+           "settings_from_dict"]

@@ -22,7 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..search_space import CellChoice, decode_arch
+from ..search_space import (
+    CONV_OPS,
+    NORM_OPS,
+    SHORTCUT_NONE,
+    SHORTCUT_OPS,
+    SHORTCUT_YES,
+    UP_OPS,
+    CellChoice,
+    decode_arch,
+)
 from .statistics import MIN_INTERVAL_N
 
 DPI = 120
@@ -34,10 +43,6 @@ ARM_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b") 
 JITTER_SEED = 0  # the dots' horizontal jitter is drawn the same every time: a redrawn plot does not move
 MISSING_MATPLOTLIB = ("drawing the study's plots needs matplotlib: pip install 'autogan-fast[plot]' "
                       "(study.json and study.md are written without them)")
-
-CONV_LABELS = {"pre": "pre-activation conv", "post": "post-activation conv"}
-NORM_LABELS = {"none": "no normalization", "bn": "batch norm", "in": "instance norm"}
-UP_LABELS = {"bilinear": "bilinear upsampling", "nearest": "nearest upsampling", "deconv": "deconv upsampling"}
 
 
 def pyplot():
@@ -257,8 +262,9 @@ BOX_LOW, BOX_HIGH, ROW_TOP = 0.25, 2.05, 3.2
 
 
 def cell_lines(cell_number: int, cell: CellChoice) -> list[str]:
-    return [f"cell {cell_number}", CONV_LABELS.get(cell.conv, cell.conv), NORM_LABELS.get(cell.norm, cell.norm),
-            UP_LABELS.get(cell.up, cell.up), "shortcut" if cell.shortcut else "no shortcut"]
+    """A cell's box: its number, then each decision's label (search_space's registry)."""
+    return [f"cell {cell_number}", CONV_OPS[cell.conv], NORM_OPS[cell.norm], UP_OPS[cell.up],
+            SHORTCUT_OPS[SHORTCUT_YES if cell.shortcut else SHORTCUT_NONE]]
 
 
 def draw_architecture(ax, cells: list[CellChoice], label: str, color: str) -> None:

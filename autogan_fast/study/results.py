@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..run_dir import LOG, RESULT, JsonlLog, parse_json
+from ..runs.checkpoint import parse_json
+from ..runs.folder import LOG, RESULT, JsonlLog
 from .plan import SubRun
 
 DAMAGED_SUFFIX = ".damaged"  # a damaged result.json is kept beside the rewritten one under this suffix

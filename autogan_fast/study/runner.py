@@ -1,5 +1,6 @@
-"""Running a study's plan: each sub-run is the ordinary command (`search`, `train`) run in this process on
-its own run folder, so a killed study resumes each where its checkpoint stands and skips what is done.
+"""Running a study's plan: each sub-run is a job (`jobs`: search, training, proxy rescoring) driven in this
+process on its own run folder with its typed settings, as its command would drive it, so a killed study
+resumes each where its checkpoint stands and skips what is done.
 
 A sub-run's status is read from its folder alone (`results`: done, damaged, diverged, blocked, unranked
 or pending). A damaged result.json is set aside (`result.json.damaged`, named in one line on stderr) and
@@ -21,16 +22,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .. import search, train
 from ..distributed import World
 from ..errors import DivergedError, UsageError
-from ..run_dir import CONFIG, RESULT
+from ..jobs.driver import Job, RunRequest, drive
+from ..jobs.inputs import torchrun_world
+from ..jobs.proxy import ProxyJob
+from ..jobs.search import SearchJob
+from ..jobs.train import TrainJob, arch_from_result
+from ..runs.folder import CONFIG, RESULT
 from .plan import StudySettings, SubRun, random_archs
-from .proxy import rescore
 from .results import DAMAGED_SUFFIX, read_result, status
 
 TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
                       "MASTER_PORT")
+JOBS = {"search": SearchJob, "train": TrainJob}  # the jobs of the sub-runs that search and train
 POLL_SECONDS = 5.0  # how often a rank waiting on another rank's sub-run looks at its folder
 
 
@@ -48,6 +53,21 @@ def output_path(study_dir: Path, run: SubRun) -> Path:
     return study_dir / "output" / f"{run.name.replace('/', '_')}.txt"
 
 
+def sub_run_job(study_dir: Path, run: SubRun, settings: StudySettings, resume: bool) -> Job:
+    """The job of a sub-run: a new one from its typed settings, or its folder's (`resume`) continued."""
+    folder = study_dir / run.name
+    if run.command == "proxy":  # one pass: a folder without its result is scored afresh
+        return ProxyJob(study_dir / run.needs[0], random_archs(settings.random_archs, settings.seed), settings.seed)
+    job_cls = JOBS[run.command]
+    if resume:
+        return job_cls.resumed(folder, {}, settings.preset)
+    config = job_cls.new_config(settings.preset, run.settings)
+    if run.command == "search":
+        return job_cls(config, preset=settings.preset)
+    arch = run.arch if run.arch is not None else arch_from_result(study_dir / run.needs[0] / RESULT, run.rank)
+    return TrainJob(config, arch, preset=settings.preset)
+
+
 def execute(study_dir: Path, run: SubRun, settings: StudySettings) -> None:
     """Run (or continue) one sub-run to its end. A divergence is the sub-run's result (its log says so); any
     other refusal stops the study, naming the sub-run and where its output is."""
@@ -57,13 +77,13 @@ def execute(study_dir: Path, run: SubRun, settings: StudySettings) -> None:
     with output.open("a", encoding="utf-8") as stream, contextlib.redirect_stdout(stream), \
             contextlib.redirect_stderr(stream), single_process():
         try:
-            if run.command == "proxy":
-                rescore(study_dir / run.needs[0], random_archs(settings.random_archs, settings.seed), folder,
-                        settings.seed)
-                return
-            argv = ["--resume", str(folder)] if (folder / CONFIG).is_file() else [*run.argv(study_dir), "--out",
-                                                                                   str(folder)]
-            {"search": search.main, "train": train.main}[run.command]([*argv, "--quiet", "--json"])
+            resume = (folder / CONFIG).is_file()
+            job = sub_run_job(study_dir, run, settings, resume)
+            request = RunRequest(out=None if resume else str(folder), resume=folder if resume else None, quiet=True,
+                                 as_json=True)
+            with torchrun_world(job.config.device) as world:
+                job.join(world, fresh=not resume)
+                drive(job, request, world)
         except DivergedError as err:
             print(f"diverged: {err}", file=stream)  # its own log ends in the `diverged` event
         except UsageError as err:
@@ -126,26 +146,4 @@ def run_plan(study_dir: Path, settings: StudySettings, plan: list[SubRun], world
     bar.close()
 
 
-def check_flags(plan: list[SubRun]) -> None:
-    """Parse and validate every search's and training's flags as its command will, before anything is
-    written: a refusal names the flag in one line (not in a sub-run's output file, after the study folder
-    exists, where `--resume` could never correct it). The architectures of `--arch-from` are read later:
-    the searches write them."""
-    checked: set[tuple[str, ...]] = set()
-    for run in plan:
-        if run.command == "proxy" or run.flags in checked:
-            continue
-        checked.add(run.flags)
-        command = {"search": search, "train": train}[run.command]
-        try:
-            args = command.build_parser().parse_flags(run.argv(Path(".")))
-            command.new_run_config(args)
-            if run.command == "train" and args.arch_from is None:
-                train.chosen_arch(args)
-        except UsageError as err:
-            kind = {"search": "searches", "train": "trainings"}[run.command]
-            raise UsageError(f"the study's {kind} would be refused: {err} (their flags: --{run.command}-flags with "
-                             f"the study's --preset and data flags)") from None
-
-
-__all__ = ["check_flags", "execute", "run_plan", "status"]
+__all__ = ["execute", "run_plan", "status", "sub_run_job"]

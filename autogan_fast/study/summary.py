@@ -17,7 +17,8 @@ import statistics as pystats
 from dataclasses import asdict
 from pathlib import Path
 
-from ..run_dir import LOG, JsonlLog, parse_json
+from ..runs.checkpoint import parse_json
+from ..runs.folder import LOG, JsonlLog
 from .plan import StudySettings, SubRun, random_archs
 from .results import read_result as read_checked_result
 from .results import statuses

@@ -1,0 +1,1 @@
+"""Derived training (`loop`: its state and loop), beside the search's `nas`."""
