@@ -24,7 +24,9 @@ from autogan_fast.metrics.scoring import score_generator
 from autogan_fast.models import SharedGenerator, init_weights
 from autogan_fast.models.derived import DerivedGenerator
 from autogan_fast.nas.collapse import stage_collapsed
-from autogan_fast.training.loop import TrainState
+from autogan_fast.pretrained import CHECKPOINT_FORMAT as TRAIN_CHECKPOINT_FORMAT
+from autogan_fast.training import loop as training_loop
+from autogan_fast.training.loop import TrainState, tail_mean
 
 # Four G iterations, scored after 2 and 4 on 100 images: every file and event appears, in about a second.
 TINY = ["--gf-dim", "8", "--df-dim", "8", "--latent-dim", "8", "--gen-bs", "16", "--dis-bs", "16",
@@ -138,7 +140,7 @@ def test_run_folder_holds_every_file(full_run):
     events = [(e["event"], e["iter"]) for e in read_log(full_run)]
     assert events == [("eval", 2), ("eval", 4), ("done", 4)]
     checkpoint = torch.load(full_run / "checkpoint.pt", weights_only=True)
-    assert checkpoint["format"] == train.CHECKPOINT_FORMAT and checkpoint["iter"] == 4
+    assert checkpoint["format"] == TRAIN_CHECKPOINT_FORMAT and checkpoint["iter"] == 4
     assert {"gen", "dis", "ema", "gen_opt", "dis_opt", "rng", "best"} <= set(checkpoint)
     assert torch.load(full_run / "best.pt", weights_only=True)["iter"] == result["best"]["iter"]
 
@@ -150,7 +152,7 @@ def test_run_folder_holds_every_file(full_run):
 ])
 def test_tail_mean_averages_the_last_evaluations(tail, expected):
     events = [{"event": "eval", "iter": i, "inception_score": float(i), "fid": 10.0 * i} for i in (1, 2, 3)]
-    result = train.tail_mean([*events, {"event": "done", "iter": 3}], tail)
+    result = tail_mean([*events, {"event": "done", "iter": 3}], tail)
     assert (result["inception_score"], result["fid"]) == pytest.approx(expected)
     assert result["evals"] == min(tail, 3)
 
@@ -180,7 +182,7 @@ def test_a_collapsed_training_is_warned_about_and_marked(tmp_path, capsys, monke
     assert stderr.startswith("warning: the training collapsed (IS ") and len(stderr.strip().splitlines()) == 1
     assert json.loads((out / "result.json").read_text())["collapsed"] is True
     assert json.loads(stdout)["collapsed"] is True and read_log(out)[-1]["collapsed"] is True
-    monkeypatch.setattr(train, "stage_collapsed", lambda values: False)  # the detector's verdict decides
+    monkeypatch.setattr(training_loop, "stage_collapsed", lambda values: False)  # the detector's verdict decides
     code, _, stderr = run(train.main, [*TINY, "--out", tmp_path / "kept", "--json"], capsys)
     assert code == 0 and stderr == ""
     assert json.loads((tmp_path / "kept" / "result.json").read_text())["collapsed"] is False
@@ -235,7 +237,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_as_a_fresh_start(full_
 
     out = tmp_path / "killed"
     with monkeypatch.context() as patch:
-        patch.setattr(train, "score_generator", interrupted)
+        patch.setattr(training_loop, "score_generator", interrupted)
         assert run(train.main, [*TINY, "--out", out], capsys)[0] == 130
     assert not (out / "checkpoint.pt").exists()
     code, _, stderr = run(train.main, ["--resume", out, "--quiet", "--arch", "autogan_cifar10_b"], capsys)

@@ -138,7 +138,7 @@ def quality_figure(summary: dict):
         ax.grid(axis="y", color=GRID, linewidth=0.8)
         ax.set_axisbelow(True)
     fig.suptitle("Each search's top-1 architecture trained from scratch: a dot per search (n per arm = its "
-                 f"searches with a score), the mean with its 95% bootstrap interval from n = {MIN_INTERVAL_N} on",
+                 f"searches with a score),\nthe mean with its 95% bootstrap interval from n = {MIN_INTERVAL_N} on",
                  fontsize=10)
     fig.tight_layout()
     return fig
