@@ -18,26 +18,16 @@ give --arch; the dataset defaults to cifar10 (stl10 for a 48-px generator), the 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .cli import run_cli
-from .config import GAN_SIZE_LIMITS, InputSettings, TrainConfig, config_from_dict
-from .data import load_images
+from .config import GAN_SIZE_LIMITS, InputSettings
 from .errors import UsageError
 from .flags import ArgumentParser, add_config_flags, explicit_values
-from .jobs.inputs import resolve_device, select_kernels, torchrun_world
-from .metrics import FeatureNet, load_feature_net
-from .metrics.fid import load_fid_stats, save_fid_stats
-from .metrics.reference import dataset_statistics, reference_statistics
-from .metrics.scoring import score_generator
-from .pretrained import RELEASED, read_generator_file, resolve_arch
+from .jobs.evaluate import save_statistics, score_checkpoint
+from .pretrained import RELEASED
 
-FOLDER_RESOLUTION = 32  # image-folder datasets are loaded at this size unless --resolution says otherwise
 # The bounds of the sizes (see config.GAN_SIZE_LIMITS): statistics are taken at the size of a generator's images,
 # at most 8 x the largest --bottom-width; batches as large as training's --eval-batch-size may be.
 MAX_RESOLUTION = 8 * GAN_SIZE_LIMITS["bottom_width"]
@@ -69,94 +59,12 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def checked_fid_stats(path: str, feature_net: FeatureNet) -> tuple[np.ndarray, np.ndarray]:
-    """Statistics from `path`, which must have the feature network's dimension."""
-    mu, sigma = load_fid_stats(path)
-    if mu.shape[0] != feature_net.num_features:
-        raise UsageError(f"FID statistics file {path} has {mu.shape[0]}-d features but feature network "
-                         f"{feature_net.name} gives {feature_net.num_features}; use statistics of the same network")
-    return mu, sigma
-
-
 def positive(name: str, value: int | None, limit: int) -> None:
     """UsageError unless `value` (None: not given) is in 1..limit."""
     if value is not None and value <= 0:
         raise UsageError(f"--{name} must be positive, got {value}")
     if value is not None and value > limit:
         raise UsageError(f"--{name} must be at most {limit:,} (a bound far above real use), got {value:,}")
-
-
-def evaluate_checkpoint(args, shared: dict[str, object]) -> tuple[dict, bool]:
-    """IS and FID of the checkpoint's (EMA) generator; `shared` overrides the run's data and scoring flags.
-    Also returns whether this process reports them (rank 0 of a torchrun job: every rank holds them)."""
-    if args.resolution is not None:
-        raise UsageError("--resolution only applies with --save-stats")
-    path = Path(args.checkpoint)
-    arch = None if args.arch is None else " ".join(args.arch)
-    if arch is not None:
-        try:
-            resolve_arch(arch)
-        except UsageError as err:
-            raise UsageError(f"--arch: {err}") from None
-    loaded = read_generator_file(path, arch)
-    gen = loaded.generator
-    if loaded.config is not None:  # a train checkpoint: its run's settings
-        base = config_from_dict(loaded.config, TrainConfig)
-    else:  # AutoGAN's file: the sizes from its tensors, the data and scoring flags from the command line
-        base = TrainConfig(dataset="stl10" if gen.output_size == 48 else "cifar10", latent_dim=gen.latent_dim,
-                           gf_dim=gen.gf_dim, bottom_width=gen.bottom_width)
-    config = dataclasses.replace(base, **shared).validate()
-    num_images = config.num_eval_imgs if args.num_images is None else args.num_images
-    if num_images < max(config.is_splits, 2):
-        raise UsageError(f"--num-images must be at least {max(config.is_splits, 2)} (IS splits, FID "
-                         f"covariance), got {num_images}")
-    batch_size = args.batch_size or config.eval_batch_size
-
-    with torchrun_world(config.device) as world:  # under torchrun the ranks share the images
-        device = resolve_device(config.device, world)
-        select_kernels(config.kernels, device)
-        feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
-        gen.to(device)
-        if args.fid_stats is not None:
-            reference = checked_fid_stats(args.fid_stats, feature_net)
-        else:
-            resolution = gen.output_size
-            reference = reference_statistics(
-                config.dataset, config.data_path, config.split, resolution, feature_net,
-                lambda: load_images(config.dataset, config.data_path, config.split, resolution), batch_size,
-                device, world=world)
-        metrics = score_generator(gen, feature_net, reference, num_images, batch_size, config.is_splits,
-                                  config.seed, device, world)
-    result = {**metrics, "checkpoint": str(path), "num_images": num_images, "generator": loaded.describe(path)}
-    return result, world.is_main
-
-
-def save_statistics(args, shared: dict[str, object]) -> tuple[dict, bool]:
-    """Reference statistics of the real data, written to --save-stats (under torchrun the ranks share
-    the images and rank 0 writes). Also returns whether this process reports the result (rank 0)."""
-    for name in ("num_images", "fid_stats", "arch"):
-        if getattr(args, name) is not None:
-            raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
-    positive("resolution", args.resolution, MAX_RESOLUTION)
-    config = TrainConfig(**shared)
-    config.validate_inputs()
-    out = Path(args.save_stats).expanduser()
-    if not out.parent.is_dir():
-        raise UsageError(f"cannot write FID statistics {out}: folder {out.parent} does not exist")
-    torch.manual_seed(config.seed)
-    images = load_images(config.dataset, config.data_path, config.split, args.resolution or FOLDER_RESOLUTION)
-    resolution = args.resolution or images.shape[-1]
-    with torchrun_world(config.device) as world:
-        device = resolve_device(config.device, world)
-        select_kernels(config.kernels, device)
-        feature_net = load_feature_net(config.resolved_feature_net(), device, config.inception_weights, world)
-        mu, sigma = dataset_statistics(images, feature_net, resolution,
-                                       args.batch_size or config.eval_batch_size, device, world)
-    if world.is_main:
-        save_fid_stats(out, mu, sigma)
-    result = {"fid_stats": str(out), "dataset": config.dataset, "num_images": len(images),
-              "resolution": resolution, "feature_net": feature_net.name, "num_features": int(mu.shape[0])}
-    return result, world.is_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     positive("batch-size", args.batch_size, MAX_BATCH_SIZE)
     shared = explicit_values(args, InputSettings)
     if args.checkpoint is not None:
-        result, reports = evaluate_checkpoint(args, shared)
+        if args.resolution is not None:
+            raise UsageError("--resolution only applies with --save-stats")
+        arch = None if args.arch is None else " ".join(args.arch)
+        result, reports = score_checkpoint(Path(args.checkpoint), arch, shared, args.num_images, args.fid_stats,
+                                           args.batch_size)
         if not reports:
             return 0
         if args.json:
@@ -176,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"IS {result['inception_score']:.3f} ± {result['inception_score_std']:.3f}  "
                   f"FID {result['fid']:.3f}  ({result['generator']}, {result['num_images']} images)")
     else:
-        result, reports = save_statistics(args, shared)
+        for name in ("num_images", "fid_stats", "arch"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} only applies with --checkpoint")
+        positive("resolution", args.resolution, MAX_RESOLUTION)
+        result, reports = save_statistics(Path(args.save_stats), shared, args.resolution, args.batch_size)
         if not reports:
             return 0
         if args.json:
