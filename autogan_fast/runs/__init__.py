@@ -1,0 +1,1 @@
+"""Run folders: the folder and its log (`folder`), checkpoints and random state (`checkpoint`)."""
