@@ -480,7 +480,7 @@ class StreamRunner:
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Derived training: G iterations of one fixed architecture (train.py's loop without its evaluations)
+# 4. Derived training: G iterations of one fixed architecture (training/loop.py's loop without its evaluations)
 
 
 class DerivedRunner:
