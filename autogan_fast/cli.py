@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UsageError
-from .jobs.driver import Job, RunRequest, drive
-from .jobs.inputs import torchrun_world
+from .jobs.driver import Job, RunRequest, run_job
 
 __all__ = ["run_cli", "run_command", "run_request"]
 
@@ -30,9 +29,7 @@ def run_command(args: argparse.Namespace, make_job: Callable[[Path | None], Job]
     request = run_request(args)
     job = make_job(request.resume)
     request.check()
-    with torchrun_world(job.config.device) as world:
-        job.join(world, fresh=request.resume is None)
-        drive(job, request, world)
+    run_job(job, request)
     return 0
 
 

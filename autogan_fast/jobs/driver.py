@@ -7,8 +7,7 @@ with its saved settings), a finished run (its result printed, nothing written) a
 the inputs before anything is written; the curves, the progress lines and the result's printing.
 
     job = SearchJob.prepare(overrides, preset, resume)   # a new run's settings, or a run folder's
-    with torchrun_world(job.config.device) as world:
-        result = drive(job, RunRequest(out, resume), world)
+    result = run_job(job, RunRequest(out, resume))       # in its torchrun world (one process without)
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from ..errors import UsageError
 from ..runs.checkpoint import parse_json, restoring, write_json
 from ..runs.folder import CHECKPOINT, CONFIG, LOG, JsonlLog, create_run_dir, finished_result, locked_run_dir
 from ..tensorboard import ScalarLogger, check_tensorboard, scalar_logger
-from .inputs import Inputs
+from .inputs import Inputs, torchrun_world
 
 C = typing.TypeVar("C")
 
@@ -84,12 +83,17 @@ class Job:
             return cls.from_record(config, unstarted, run_dir, unstarted.get("preset", preset))
         path = run_dir / CHECKPOINT
         saved = cls.checked_checkpoint(path)
-        try:
-            config = config_from_dict(saved["config"], cls.config_cls)
-        except UsageError as err:
-            raise UsageError(f"corrupt checkpoint {path}: {err}") from None
+        config = cls.checkpoint_config(saved, path)
         return cls.from_checkpoint(apply_resume_overrides(run_dir, config, overrides, cls.resumable, path), saved,
                                    preset)
+
+    @classmethod
+    def checkpoint_config(cls, saved: dict, path: Path) -> typing.Any:
+        """The settings a checkpoint (read from `path`) was saved with, refused in one line if damaged."""
+        try:
+            return config_from_dict(saved["config"], cls.config_cls)
+        except UsageError as err:
+            raise UsageError(f"corrupt checkpoint {path}: {err}") from None
 
     @classmethod
     def checked_checkpoint(cls, path: Path) -> dict:
@@ -203,6 +207,14 @@ def drive(job: Job, request: RunRequest, world: World = SINGLE) -> dict | None:
     return result
 
 
+def run_job(job: Job, request: RunRequest) -> dict | None:
+    """`drive` `job` in the torchrun world it starts (a single process without torchrun), its new run's
+    settings fitted to that world first (`Job.join`)."""
+    with torchrun_world(job.config.device) as world:
+        job.join(world, fresh=request.resume is None)
+        return drive(job, request, world)
+
+
 # ---------------------------------------------------------------------------------------------
 # The run folder's states: new, unstarted (no checkpoint yet), resumed, finished
 
@@ -295,4 +307,4 @@ def finished_run(run_dir: Path, world: World, counter: str, done: int, message: 
     return result
 
 
-__all__ = ["Job", "RunRequest", "apply_resume_overrides", "drive"]
+__all__ = ["Job", "RunRequest", "apply_resume_overrides", "drive", "run_job"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import SearchConfig, config_from_dict
+from ..config import SearchConfig
 from ..distributed import World
 from ..errors import UsageError
 from ..metrics import load_feature_net
@@ -39,10 +39,7 @@ class ProxyJob(Job):
     def __init__(self, search_dir: Path, archs: list[list[int]], seed: int):
         path = search_dir / CHECKPOINT
         saved = search_checkpoint(path)
-        try:
-            config = config_from_dict(saved["config"])
-        except UsageError as err:
-            raise UsageError(f"corrupt checkpoint {path}: {err}") from None
+        config = self.checkpoint_config(saved, path)
         if saved["search_iter"] < config.max_search_iter:
             raise UsageError(f"{search_dir}: the search is not finished ({saved['search_iter']} of "
                              f"{config.max_search_iter} iterations); its shared GAN is no final proxy")

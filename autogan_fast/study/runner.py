@@ -24,8 +24,7 @@ from tqdm import tqdm
 
 from ..distributed import World
 from ..errors import DivergedError, UsageError
-from ..jobs.driver import Job, RunRequest, drive
-from ..jobs.inputs import torchrun_world
+from ..jobs.driver import Job, RunRequest, run_job
 from ..jobs.proxy import ProxyJob
 from ..jobs.search import SearchJob
 from ..jobs.train import TrainJob, arch_from_result
@@ -81,9 +80,7 @@ def execute(study_dir: Path, run: SubRun, settings: StudySettings) -> None:
             job = sub_run_job(study_dir, run, settings, resume)
             request = RunRequest(out=None if resume else str(folder), resume=folder if resume else None, quiet=True,
                                  as_json=True)
-            with torchrun_world(job.config.device) as world:
-                job.join(world, fresh=not resume)
-                drive(job, request, world)
+            run_job(job, request)
         except DivergedError as err:
             print(f"diverged: {err}", file=stream)  # its own log ends in the `diverged` event
         except UsageError as err:
