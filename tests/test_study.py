@@ -152,6 +152,26 @@ def test_bad_settings_are_refused_before_the_folder_exists(tmp_path, capsys, arg
     assert not (tmp_path / "s").exists()
 
 
+def test_resume_with_arms_grows_a_finished_study_by_whole_arms(tmp_path, capsys):
+    """--resume DIR --arms adds arms: their sub-runs run, what is done is kept, the saved plan grows."""
+    out = tmp_path / "s"
+    run_to_success(main, [*TINY, "--arms", "random", "--seeds", "1", "--random-archs", "2", "--out", str(out)])
+    done = {p: p.stat().st_mtime_ns for p in out.glob("*/*/result.json")}
+    code, _, _ = run(["--resume", str(out), "--arms", "random", "slas", "--quiet"], capsys)
+    assert code == 0
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # the random arm's search and trainings kept
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["settings"]["arms"] == ["random", "slas"]
+    assert {run["name"] for run in saved["plan"]} == {run.name for run in build_plan(StudySettings(
+        arms=("random", "slas"), seeds=1, random_archs=2, search_flags=TINY_SEARCH, train_flags=TINY_TRAIN))}
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["proxy_vs_final"]["headline"] == "slas"  # the default headline, now that slas is in
+    assert summary["arms"]["slas"]["searches"][0]["final_is"] is not None
+    code, _, stderr = run(["--resume", str(out), "--arms", "slas"], capsys)  # an arm cannot be dropped
+    assert code == 2 and "cannot drop random" in stderr and len(stderr.strip().splitlines()) == 1
+    assert json.loads((out / "config.json").read_text()) == saved
+
+
 def test_resume_refuses_new_settings_and_folders_that_are_no_study(full_study, tmp_path, capsys):
     code, _, stderr = run(["--resume", str(full_study), "--seeds", "5"], capsys)
     assert code == 2 and "--seeds cannot change when resuming" in stderr

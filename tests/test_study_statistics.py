@@ -199,3 +199,17 @@ def test_the_summary_comparison_row_carries_the_power_n():
     c = len(a) / (len(a) + len(b))
     assert row["n_for_power"] == math.ceil(c * z * z / (12 * c * (1 - c) * (wins - 0.5) ** 2))
     assert comparison_row("random", b, "mlas", a, "FID")["n_for_power"] is None  # the reverse effect: no n
+
+
+@pytest.mark.parametrize("shares, said", [
+    ([0.83, 0.34], None),  # every proxy under its ceiling: nothing to add
+    ([1.48, 0.78], "slas IS 1.48"),  # the committed demo study's slas row: over the ceiling's point estimate
+    ([None, 1.2], "slas −FID 1.20"),  # no ceiling for IS (one train seed), one for FID
+])
+def test_a_proxy_over_its_noise_ceiling_is_said_under_the_table(shares, said):
+    from autogan_fast.study.summary import ceiling_exceeded_line
+
+    rows = [{"arm": "slas", "metric": metric, "share_of_ceiling": share}
+            for metric, share in zip(("IS", "FID"), shares, strict=True)]
+    line = ceiling_exceeded_line(rows)
+    assert (line is None) if said is None else (said in line and "not a bound" in line)

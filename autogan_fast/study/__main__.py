@@ -55,7 +55,8 @@ def build_parser() -> ArgumentParser:
     shared = parser.add_argument_group("shared inputs", "given to every sub-run (default: the preset's)")
     add_config_flags(shared, InputSettings, only=SHARED_INPUTS, show_defaults=False)
     parser.add_argument("--out", help="study folder to create (default: a new numbered folder under runs/)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the study in DIR with the settings saved there")
+    parser.add_argument("--resume", metavar="DIR", help="continue the study in DIR with the settings saved there "
+                        "(with --arms: add those arms to it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -91,11 +92,14 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
              if f.name != "inputs" and getattr(args, f.name) is not None}
     inputs = {name: getattr(args, name) for name in SHARED_INPUTS if getattr(args, name) is not None}
     if args.resume:
+        added_arms = given.pop("arms", None)
         if given or inputs:
             name = sorted({*given, *inputs})[0]
             raise UsageError(f"--{flag(name)} cannot change when resuming {args.resume}: a study's settings make its "
                              f"plan")
         settings = saved_settings(Path(args.resume))
+        if added_arms is not None:
+            settings = with_added_arms(settings, added_arms, args.resume)
         try:
             check_settings(settings, build_plan(settings))  # a study folder made before the check
         except UsageError as err:
@@ -105,18 +109,32 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
         if name in given:
             given[name] = tuple(given[name])
     settings = StudySettings(**given, inputs=inputs).validate()
-    runs = build_plan(settings)
-    check_settings(settings, runs)  # every sub-run's settings, before the folder exists
-    plan = [{"name": run.name, "command": run.command, "settings": run.settings, "needs": list(run.needs),
-             **({"arch": list(run.arch)} if run.arch is not None else {})} for run in runs]
-    record = {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
+    check_settings(settings, build_plan(settings))  # every sub-run's settings, before the folder exists
     if world.is_main:
-        return create_run_dir(args.out, record), settings
+        return create_run_dir(args.out, plan_record(settings)), settings
     if args.out is None:
         raise UsageError("under torchrun give the study folder with --out (every rank must know it)")
     while not (Path(args.out) / CONFIG).is_file():  # rank 0 is making it
         time.sleep(POLL_SECONDS)
     return Path(args.out), settings
+
+
+def with_added_arms(settings: StudySettings, arms: list[str], study_dir: str) -> StudySettings:
+    """`settings` with the `--arms` given to a `--resume` appended to its arms: a study grows by whole arms (their
+    searches, proxies and trainings at the study's seeds; every finished sub-run is kept), and never loses one."""
+    dropped = [arm for arm in settings.arms if arm not in arms]
+    if dropped:
+        raise UsageError(f"--arms on --resume {study_dir} adds arms to the study's ({', '.join(settings.arms)}): it "
+                         f"cannot drop {dropped[0]}")
+    added = tuple(arm for arm in arms if arm not in settings.arms)
+    return dataclasses.replace(settings, arms=settings.arms + added).validate()
+
+
+def plan_record(settings: StudySettings) -> dict:
+    """What a study folder's config.json holds: the settings and the plan they make."""
+    plan = [{"name": run.name, "command": run.command, "settings": run.settings, "needs": list(run.needs),
+             **({"arch": list(run.arch)} if run.arch is not None else {})} for run in build_plan(settings)]
+    return {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
 
 
 def write_summary(study_dir: Path, settings: StudySettings) -> dict:
@@ -145,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(world.local_rank)  # a rank's sub-runs use its own GPU
     started = time.perf_counter()
     with locked_run_dir(study_dir) if world.is_main else contextlib.nullcontext():
+        if args.resume and world.is_main and settings.arms != saved_settings(study_dir).arms:
+            write_json(study_dir / CONFIG, plan_record(settings))  # the grown plan (atomic: old or new, never half)
         if not args.quiet and world.is_main:
             print(f"study folder: {study_dir}", file=sys.stderr)
         run_plan(study_dir, settings, build_plan(settings), world, args.quiet)

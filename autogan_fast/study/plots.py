@@ -197,7 +197,7 @@ def proxy_vs_final_figure(summary: dict):
     count = len(rows[0][1].get("archs", []))
     fig.suptitle(f"Proxy vs final score: {count} random architectures rescored on each proxy arm's finished searches",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.4 / fig.get_figheight()))  # 0.4 in for the title, at any row count
     return fig
 
 

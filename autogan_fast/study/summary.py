@@ -358,6 +358,18 @@ def retest_line(retest: dict | None) -> str:
     return "Test-retest of the final score over the random architectures: " + "; ".join(parts) + "."
 
 
+def ceiling_exceeded_line(rows: list[dict]) -> str | None:
+    """A note under the proxy table when a proxy's ρ is above its noise ceiling's point estimate: the ceiling
+    then says less than it seems (it is a function of the test-retest ρ₁, whose interval the line above gives)."""
+    over = [f"{row['arm']} {'IS' if row['metric'] == 'IS' else '−FID'} {fmt(row['share_of_ceiling'])}"
+            for row in rows if row.get("share_of_ceiling") is not None and row["share_of_ceiling"] > 1]
+    if not over:
+        return None
+    return (f"A share above 1 ({', '.join(over)}): the proxy tracks the final score more closely than the test-retest "
+            f"estimate allows any proxy to. The ceiling is computed from the point estimate of ρ₁, which is itself "
+            f"uncertain at this n (its interval above): read it as a rough guide, not a bound.")
+
+
 def markdown(summary: dict) -> str:
     """study.md: one table per question, then the per-search details."""
     settings = summary["settings"]
@@ -382,6 +394,9 @@ def markdown(summary: dict) -> str:
                              f"{fmt(row['high'])}] | {row['n']} | {fmt_p(row['p'])} | {row['verdict']} | "
                              f"{fmt(row.get('ceiling'))} | {fmt(row.get('share_of_ceiling'))} | {row['anchor']} |")
             lines += ["", retest_line(summary["random_baseline"].get("test_retest"))]
+            exceeded = ceiling_exceeded_line(question["rows"])
+            if exceeded is not None:
+                lines += ["", exceeded]
         else:
             lines += ["| a | b | metric | a: mean [95% CI] (n) | b | test | p (a better) | smallest p | verdict "
                       "| n of a for 80% power |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
