@@ -29,7 +29,7 @@ from ..errors import DivergedError, UsageError
 from ..flags import ArgumentParser, add_config_flags
 from ..runs.checkpoint import parse_json, write_json
 from ..runs.folder import CONFIG, create_run_dir, locked_run_dir
-from .plan import ARMS, SHARED_INPUTS, StudySettings, build_plan, check_settings, settings_from_dict
+from .plan import ARMS, SHARED_INPUTS, StudySettings, SubRun, build_plan, check_settings, settings_from_dict
 from .runner import POLL_SECONDS, run_plan
 from .summary import markdown, summarize
 
@@ -109,9 +109,10 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
         if name in given:
             given[name] = tuple(given[name])
     settings = StudySettings(**given, inputs=inputs).validate()
-    check_settings(settings, build_plan(settings))  # every sub-run's settings, before the folder exists
+    runs = build_plan(settings)
+    check_settings(settings, runs)  # every sub-run's settings, before the folder exists
     if world.is_main:
-        return create_run_dir(args.out, plan_record(settings)), settings
+        return create_run_dir(args.out, plan_record(settings, runs)), settings
     if args.out is None:
         raise UsageError("under torchrun give the study folder with --out (every rank must know it)")
     while not (Path(args.out) / CONFIG).is_file():  # rank 0 is making it
@@ -130,10 +131,10 @@ def with_added_arms(settings: StudySettings, arms: list[str], study_dir: str) ->
     return dataclasses.replace(settings, arms=settings.arms + added).validate()
 
 
-def plan_record(settings: StudySettings) -> dict:
-    """What a study folder's config.json holds: the settings and the plan they make."""
+def plan_record(settings: StudySettings, runs: list[SubRun]) -> dict:
+    """What a study folder's config.json holds: the settings and the plan they make (`build_plan`'s `runs`)."""
     plan = [{"name": run.name, "command": run.command, "settings": run.settings, "needs": list(run.needs),
-             **({"arch": list(run.arch)} if run.arch is not None else {})} for run in build_plan(settings)]
+             **({"arch": list(run.arch)} if run.arch is not None else {})} for run in runs]
     return {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
 
 
@@ -162,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     if world.distributed and torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)  # a rank's sub-runs use its own GPU
     started = time.perf_counter()
+    runs = build_plan(settings)
     with locked_run_dir(study_dir) if world.is_main else contextlib.nullcontext():
+        # read again under the lock: the arms saved now, not when the study was opened
         if args.resume and world.is_main and settings.arms != saved_settings(study_dir).arms:
-            write_json(study_dir / CONFIG, plan_record(settings))  # the grown plan (atomic: old or new, never half)
+            write_json(study_dir / CONFIG, plan_record(settings, runs))  # the grown plan (atomic: old or new)
         if not args.quiet and world.is_main:
             print(f"study folder: {study_dir}", file=sys.stderr)
-        run_plan(study_dir, settings, build_plan(settings), world, args.quiet)
+        run_plan(study_dir, settings, runs, world, args.quiet)
         if not world.is_main:
             return 0
         summary = write_summary(study_dir, settings)

@@ -358,10 +358,15 @@ def retest_line(retest: dict | None) -> str:
     return "Test-retest of the final score over the random architectures: " + "; ".join(parts) + "."
 
 
+def proxy_target(metric: str) -> str:
+    """What the proxy is correlated with, as the proxy table names it: IS, or −FID (lower FID is better)."""
+    return "IS" if metric == "IS" else "−FID"
+
+
 def ceiling_exceeded_line(rows: list[dict]) -> str | None:
     """A note under the proxy table when a proxy's ρ is above its noise ceiling's point estimate: the ceiling
     then says less than it seems (it is a function of the test-retest ρ₁, whose interval the line above gives)."""
-    over = [f"{row['arm']} {'IS' if row['metric'] == 'IS' else '−FID'} {fmt(row['share_of_ceiling'])}"
+    over = [f"{row['arm']} {proxy_target(row['metric'])} {fmt(row['share_of_ceiling'])}"
             for row in rows if row.get("share_of_ceiling") is not None and row["share_of_ceiling"] > 1]
     if not over:
         return None
@@ -388,9 +393,9 @@ def markdown(summary: dict) -> str:
             lines += ["| proxy: shared GANs of | final score | Spearman ρ [95% CI] | n | p | verdict | noise ceiling "
                       "| share of ceiling | paper |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             for row in question["rows"]:
-                against = "IS" if row["metric"] == "IS" else "−FID"
                 arm = f"**{row['arm']}** (headline)" if row["headline"] else row["arm"]
-                lines.append(f"| {arm} | proxy IS vs {against} | {fmt(row['rho'])} [{fmt(row['low'])}, "
+                lines.append(f"| {arm} | proxy IS vs {proxy_target(row['metric'])} | {fmt(row['rho'])} "
+                             f"[{fmt(row['low'])}, "
                              f"{fmt(row['high'])}] | {row['n']} | {fmt_p(row['p'])} | {row['verdict']} | "
                              f"{fmt(row.get('ceiling'))} | {fmt(row.get('share_of_ceiling'))} | {row['anchor']} |")
             lines += ["", retest_line(summary["random_baseline"].get("test_retest"))]
