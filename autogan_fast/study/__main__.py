@@ -85,9 +85,9 @@ def saved_settings(study_dir: Path) -> StudySettings:
         raise UsageError(f"--resume {study_dir}: {err}") from None
 
 
-def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySettings]:
-    """The study folder and its settings: a new folder (rank 0 makes it, the others wait for it), or the
-    `--resume`d one with its saved settings."""
+def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySettings, list[SubRun]]:
+    """The study folder, its settings and the plan they make (checked): a new folder (rank 0 makes it, the
+    others wait for it), or the `--resume`d one with its saved settings."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudySettings)
              if f.name != "inputs" and getattr(args, f.name) is not None}
     inputs = {name: getattr(args, name) for name in SHARED_INPUTS if getattr(args, name) is not None}
@@ -100,11 +100,12 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
         settings = saved_settings(Path(args.resume))
         if added_arms is not None:
             settings = with_added_arms(settings, added_arms, args.resume)
+        runs = build_plan(settings)
         try:
-            check_settings(settings, build_plan(settings))  # a study folder made before the check
+            check_settings(settings, runs)  # a study folder made before the check
         except UsageError as err:
             raise UsageError(f"--resume {args.resume}: {err}") from None
-        return Path(args.resume), settings
+        return Path(args.resume), settings, runs
     for name in ("arms", "proxy_arms"):
         if name in given:
             given[name] = tuple(given[name])
@@ -112,12 +113,12 @@ def open_study(args: argparse.Namespace, world: World) -> tuple[Path, StudySetti
     runs = build_plan(settings)
     check_settings(settings, runs)  # every sub-run's settings, before the folder exists
     if world.is_main:
-        return create_run_dir(args.out, plan_record(settings, runs)), settings
+        return create_run_dir(args.out, plan_record(settings, runs)), settings, runs
     if args.out is None:
         raise UsageError("under torchrun give the study folder with --out (every rank must know it)")
     while not (Path(args.out) / CONFIG).is_file():  # rank 0 is making it
         time.sleep(POLL_SECONDS)
-    return Path(args.out), settings
+    return Path(args.out), settings, runs
 
 
 def with_added_arms(settings: StudySettings, arms: list[str], study_dir: str) -> StudySettings:
@@ -138,9 +139,9 @@ def plan_record(settings: StudySettings, runs: list[SubRun]) -> dict:
     return {"command": "study", "settings": dataclasses.asdict(settings), "plan": plan}
 
 
-def write_summary(study_dir: Path, settings: StudySettings) -> dict:
-    """study.json, study.md and the plots, from the sub-runs' files."""
-    summary = summarize(study_dir, settings, build_plan(settings))
+def write_summary(study_dir: Path, settings: StudySettings, runs: list[SubRun]) -> dict:
+    """study.json, study.md and the plots, from the sub-runs' files (`runs`: the settings' plan)."""
+    summary = summarize(study_dir, settings, runs)
     write_json(study_dir / STUDY_JSON, summary)
     report = markdown(summary)
     try:
@@ -159,11 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     world = rank_world()
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise UsageError("--out and --resume name different folders; --resume continues in place")
-    study_dir, settings = open_study(args, world)
+    study_dir, settings, runs = open_study(args, world)
     if world.distributed and torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)  # a rank's sub-runs use its own GPU
     started = time.perf_counter()
-    runs = build_plan(settings)
     with locked_run_dir(study_dir) if world.is_main else contextlib.nullcontext():
         # read again under the lock: the arms saved now, not when the study was opened
         if args.resume and world.is_main and settings.arms != saved_settings(study_dir).arms:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         run_plan(study_dir, settings, runs, world, args.quiet)
         if not world.is_main:
             return 0
-        summary = write_summary(study_dir, settings)
+        summary = write_summary(study_dir, settings, runs)
     for question in summary["questions"]:
         print(question["title"])
         for row in question["rows"]:
