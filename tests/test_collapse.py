@@ -1,6 +1,8 @@
 """Collapse detection in the search: the rule, and a forced collapse detected and marked end to end."""
 
+import itertools
 import json
+import math
 
 import pytest
 from cli_helpers import run_cli_captured
@@ -11,9 +13,12 @@ from autogan_fast.nas.collapse import (
     COLLAPSED,
     NEAR_COLLAPSE,
     NEAR_COLLAPSE_IS,
+    collapse_warning,
+    iteration_sampling_error,
     stage_collapsed,
     stage_near_collapse,
     stage_verdict,
+    tail_sampling_error,
 )
 from autogan_fast.search import main
 
@@ -63,10 +68,28 @@ def test_the_stage_verdict(means, verdict):
     assert stage_near_collapse(means) is (verdict is not None and sum(means[-3:]) / len(means[-3:]) < NEAR_COLLAPSE_IS)
 
 
+def test_sampling_errors():
+    """An iteration's: the sample SD of its rewards over the root of their number; the near-collapse mean's:
+    the root of the last 3 iterations' squared errors over 3 (independent draws each iteration)."""
+    assert iteration_sampling_error([1.0, 2.0, 3.0]) == pytest.approx(1.0 / math.sqrt(3))
+    assert iteration_sampling_error([1.7]) == 0.0  # one architecture scored: no spread to measure
+    assert tail_sampling_error([9.0, 0.3, 0.4, 0.1]) == pytest.approx(math.sqrt(0.09 + 0.16 + 0.01) / 3)
+    assert tail_sampling_error([0.2]) == pytest.approx(0.2) and tail_sampling_error([]) is None
+    warning = collapse_warning(0, [2.0, 1.7, 1.7, 1.7], sampling_error=0.14)
+    assert "their mean 1.700 +- 0.140" in warning and "nearly collapsed" in warning
+    assert "+-" not in collapse_warning(0, [2.0, 1.7, 1.7, 1.7])  # an error not known is not printed
+
+
 def search_with_rewards(base, monkeypatch, capsys, out, *extra):
-    """A tiny search whose every reward is `base` (+ 0.01 per sample, so rankings are defined)."""
-    monkeypatch.setattr(search_loop, "score_archs",
-                        lambda state, archs, *a, **k: [base + 0.01 * i for i in range(len(archs))])
+    """A tiny search whose every reward is `base` (+ 0.01 per sample, so rankings are defined, and + 0.02 on
+    every other call, so the two rewards of an iteration's two controller steps differ by 0.02)."""
+    calls = itertools.count()
+
+    def rewards(state, archs, *args, **kwargs):
+        offset = 0.02 * (next(calls) % 2)
+        return [base + offset + 0.01 * i for i in range(len(archs))]
+
+    monkeypatch.setattr(search_loop, "score_archs", rewards)
     code, stdout, stderr = run_cli_captured(main, [*TINY, "--out", out, *extra], capsys)
     assert code == 0, stderr
     return stdout, stderr
@@ -102,6 +125,10 @@ def test_collapse_survives_a_resume(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli_captured(main, ["--resume", out], capsys)
     assert code == 0, err
     assert json.loads((out / "result.json").read_text())["collapsed_stages"] == [0, 1, 2]
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # stage 1's iteration ran before the stop, its check after the resume: its error came through the checkpoint
+    errors = [e["sampling_error"] for e in events if e["event"] == "collapse"]
+    assert errors == [pytest.approx(iteration_sampling_error([1.0, 1.02]))] * 3
 
 
 def test_a_search_hovering_near_the_floor_is_marked(tmp_path, capsys, monkeypatch):
@@ -114,3 +141,7 @@ def test_a_search_hovering_near_the_floor_is_marked(tmp_path, capsys, monkeypatc
     assert stderr.count("nearly collapsed") == 3 and "NO FINDING" in stdout
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events if e["event"] == "collapse"] == [NEAR_COLLAPSE] * 3
+    # one iteration a stage, its two architectures scored 1.60 and 1.62: SD 0.014, error 0.01
+    error = iteration_sampling_error([1.6, 1.62])
+    assert [e["sampling_error"] for e in events if e["event"] == "collapse"] == [pytest.approx(error)] * 3
+    assert stderr.count(f"+- {error:.3f}") == 3

@@ -19,6 +19,13 @@ stage 0 (4 px images: the digits classifier sees blurry blobs, so even a healthy
 higher at the later stages, the near-collapsed ones 1.3-1.7. The margin at stage 0 is thin: it is
 the stage the threshold is set by.
 
+How sure a mark is. Each iteration's mean reward is a mean over the architectures it sampled, so it
+carries their spread: its standard error is their standard deviation over the root of their number.
+The near-collapse mean's is the root of the sum of the last iterations' squared errors over their
+count. It is logged and printed with the mark, because a mean within about one error of the line is a
+borderline call. On the digits demo it was 0.12-0.14 (median), and each of the random arm's held-out
+near-collapses lay within 0.11 of the line (studies/calibration-notes.md).
+
 The mark. A collapsed (or nearly collapsed) stage is logged (`collapse` event, with its `kind`),
 warned about on stderr, and recorded in `result.json` (`collapsed_stages`, and `finding: false`), so
 its ranking is never presented as a finding. MLAS beams that are copies of one architecture are
@@ -28,6 +35,8 @@ prefix only.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Sequence
 
 COLLAPSE_IS = 1.5  # mean reward below which a stage's iterations count as collapsed
@@ -58,12 +67,31 @@ def stage_verdict(mean_rewards: Sequence[float]) -> str | None:
     return NEAR_COLLAPSE if stage_near_collapse(mean_rewards) else None
 
 
-def collapse_warning(stage: int, mean_rewards: Sequence[float], floor: float = COLLAPSE_IS) -> str:
+def iteration_sampling_error(rewards: Sequence[float]) -> float:
+    """The standard error of an iteration's mean reward over the architectures it scored (0 for one)."""
+    rewards = list(rewards)
+    return statistics.stdev(rewards) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
+
+
+def tail_sampling_error(iteration_errors: Sequence[float], window: int = NEAR_COLLAPSE_WINDOW) -> float | None:
+    """The standard error of the mean of the stage's last `window` iterations' mean rewards (what the
+    near-collapse test reads), from each iteration's `iteration_sampling_error`; None with none."""
+    recent = list(iteration_errors)[-window:]
+    return math.sqrt(sum(error * error for error in recent)) / len(recent) if recent else None
+
+
+def collapse_warning(stage: int, mean_rewards: Sequence[float], floor: float = COLLAPSE_IS,
+                     sampling_error: float | None = None) -> str:
+    """The stderr line for a stage `stage_verdict` marked; `sampling_error` (`tail_sampling_error`) is
+    printed beside a near-collapse's mean when known."""
     if stage_verdict(mean_rewards) == NEAR_COLLAPSE:
-        recent = ", ".join(f"{value:.3f}" for value in list(mean_rewards)[-NEAR_COLLAPSE_WINDOW:])
+        recent = list(mean_rewards)[-NEAR_COLLAPSE_WINDOW:]
+        mean = f"{sum(recent) / len(recent):.3f}"
+        if sampling_error is not None:
+            mean += f" +- {sampling_error:.3f}, the sampling error of the architectures scored,"
         return (f"warning: the shared GAN of stage {stage} nearly collapsed (mean IS of its last iterations "
-                f"{recent}: their mean is below {NEAR_COLLAPSE_IS}): its rewards rank little more than noise, and "
-                f"the result will be marked as no finding")
+                f"{', '.join(f'{value:.3f}' for value in recent)}: their mean {mean} is below {NEAR_COLLAPSE_IS}): "
+                f"its rewards rank little more than noise, and the result will be marked as no finding")
     recent = ", ".join(f"{value:.3f}" for value in list(mean_rewards)[-COLLAPSE_WINDOW:])
     return (f"warning: the shared GAN of stage {stage} collapsed (mean IS of its last iterations {recent}, "
             f"below {floor}): its rewards rank noise, and the result will be marked as no finding")
@@ -75,4 +103,5 @@ def beams_warning(stage: int, distinct: int, topk: int) -> str:
 
 
 __all__ = ["COLLAPSED", "COLLAPSE_IS", "COLLAPSE_WINDOW", "NEAR_COLLAPSE", "NEAR_COLLAPSE_IS", "NEAR_COLLAPSE_WINDOW",
-           "beams_warning", "collapse_warning", "stage_collapsed", "stage_near_collapse", "stage_verdict"]
+           "beams_warning", "collapse_warning", "iteration_sampling_error", "stage_collapsed", "stage_near_collapse",
+           "stage_verdict", "tail_sampling_error"]

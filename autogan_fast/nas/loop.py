@@ -41,7 +41,15 @@ from ..runs.checkpoint import restore_rng_state, rng_state, save_checkpoint, wri
 from ..runs.folder import CHECKPOINT, LOG, JsonlLog, device_name, log_kernel_choices
 from ..search_space import arch_to_str, search_space_size
 from ..tensorboard import ScalarLogger
-from .collapse import COLLAPSE_IS, NEAR_COLLAPSE_IS, beams_warning, collapse_warning, stage_verdict
+from .collapse import (
+    COLLAPSE_IS,
+    NEAR_COLLAPSE_IS,
+    beams_warning,
+    collapse_warning,
+    iteration_sampling_error,
+    stage_verdict,
+    tail_sampling_error,
+)
 from .controller import Beams, Controller, ReinforceBaseline, Samples, reinforce_loss
 from .reward import RewardPipeline
 
@@ -68,6 +76,7 @@ class SearchState:
     best: dict = field(default_factory=lambda: {"arch": None, "inception_score": None})  # best IS of this stage
     wall_seconds: float = 0.0  # time spent in earlier sessions of this run
     stage_mean_is: list = field(default_factory=list)  # mean reward of each iteration of the current stage
+    stage_reward_se: list = field(default_factory=list)  # each one's sampling error (collapse.py), in step
     collapsed_stages: list = field(default_factory=list)  # stages that ended collapsed or nearly (collapse.py)
     engine: str = "eager"  # the resolved engine (not saved: a run may resume on another machine)
     reward: RewardPipeline | None = None  # the reward's static buffers and graphs (set by `run_search`)
@@ -93,7 +102,8 @@ class SearchState:
             "g_window": self.g_window.state_dict(),
             "d_window": self.d_window.state_dict(), "fixed_z": self.fixed_z.cpu(), "beams": beams,
             "best": self.best, "wall_seconds": self.wall_seconds, "rng": rng_state(self.fixed_z.device),
-            "stage_mean_is": list(self.stage_mean_is), "collapsed_stages": list(self.collapsed_stages),
+            "stage_mean_is": list(self.stage_mean_is), "stage_reward_se": list(self.stage_reward_se),
+            "collapsed_stages": list(self.collapsed_stages),
         }
 
     @classmethod
@@ -115,6 +125,7 @@ class SearchState:
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
         # absent from checkpoints written before collapse detection: the check then sees this session only
         self.stage_mean_is = [float(v) for v in state.get("stage_mean_is", [])]
+        self.stage_reward_se = [float(v) for v in state.get("stage_reward_se", [])]  # absent before 2026-12-07
         self.collapsed_stages = [int(v) for v in state.get("collapsed_stages", [])]
         restore_rng_state(state["rng"], device)
         world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
@@ -260,11 +271,15 @@ def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) ->
     verdict = stage_verdict(state.stage_mean_is)
     if verdict is not None and state.stage not in state.collapsed_stages:
         state.collapsed_stages.append(state.stage)
+        # known only when every iteration's error was kept (a checkpoint from before they were has fewer)
+        error = (tail_sampling_error(state.stage_reward_se)
+                 if len(state.stage_reward_se) == len(state.stage_mean_is) else None)
         log.write("collapse", search_iter, stage=state.stage, mean_inception_score=state.stage_mean_is,
-                  floor=COLLAPSE_IS, near_floor=NEAR_COLLAPSE_IS, kind=verdict)
+                  sampling_error=error, floor=COLLAPSE_IS, near_floor=NEAR_COLLAPSE_IS, kind=verdict)
         if state.world.is_main:  # a warning even with --quiet: it changes what the result means
-            print(collapse_warning(state.stage, state.stage_mean_is), file=sys.stderr)
+            print(collapse_warning(state.stage, state.stage_mean_is, sampling_error=error), file=sys.stderr)
     state.stage_mean_is = []
+    state.stage_reward_se = []
 
 
 AUTO_GRAPH_CACHE_CAP = 2048  # graphs per cache when the key space is larger (SLAS: 373,248 architectures)
@@ -365,6 +380,7 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
             iteration_best = max(scored, key=lambda item: item[1])[0]
             mean_is = sum(value for _, value in scored) / len(scored)
             state.stage_mean_is.append(mean_is)  # before the checkpoint: a resumed stage keeps its history
+            state.stage_reward_se.append(iteration_sampling_error([value for _, value in scored]))
             state.search_iter = it + 1
             state.wall_seconds += time.perf_counter() - started
             started = time.perf_counter()
