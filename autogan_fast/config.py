@@ -272,7 +272,7 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
 
 
 # Presets as data: the base values of each command's settings; any flag given overrides them.
-# The search's demo: the whole search in about 90 s on a 2-core CPU at 2 threads (measured 2026-12-07, digits
+# The search's demo: the whole search in about 80 s on a 2-core CPU at 2 threads (measured 2026-12-07, digits
 # classifier cached), on the embedded digits. Smaller nets, 8x8-scale images (bottom width 2: 4 -> 8 -> 16 px),
 # short iterations and rewards. Calibrated over seeds (studies/calibration-notes.md): the paper's learning
 # rates (2e-4; 1e-3 and 5e-4 left the shared GAN near collapse after each grow), 5 / 5 / 10 iterations per
