@@ -72,9 +72,11 @@ def test_sampling_errors():
     """An iteration's: the sample SD of its rewards over the root of their number; the near-collapse mean's:
     the root of the last 3 iterations' squared errors over 3 (independent draws each iteration)."""
     assert iteration_sampling_error([1.0, 2.0, 3.0]) == pytest.approx(1.0 / math.sqrt(3))
-    assert iteration_sampling_error([1.7]) == 0.0  # one architecture scored: no spread to measure
+    assert iteration_sampling_error([1.7]) is None  # one architecture scored: no spread to measure it by
     assert tail_sampling_error([9.0, 0.3, 0.4, 0.1]) == pytest.approx(math.sqrt(0.09 + 0.16 + 0.01) / 3)
     assert tail_sampling_error([0.2]) == pytest.approx(0.2) and tail_sampling_error([]) is None
+    assert tail_sampling_error([0.3, None, 0.1]) is None  # one unknown error leaves the mean's unknown
+    assert tail_sampling_error([None, 0.3, 0.4, 0.1]) is not None  # outside the window
     warning = collapse_warning(0, [2.0, 1.7, 1.7, 1.7], sampling_error=0.14)
     assert "their mean 1.700 +- 0.140" in warning and "nearly collapsed" in warning
     assert "+-" not in collapse_warning(0, [2.0, 1.7, 1.7, 1.7])  # an error not known is not printed
@@ -145,3 +147,15 @@ def test_a_search_hovering_near_the_floor_is_marked(tmp_path, capsys, monkeypatc
     error = iteration_sampling_error([1.6, 1.62])
     assert [e["sampling_error"] for e in events if e["event"] == "collapse"] == [pytest.approx(error)] * 3
     assert stderr.count(f"+- {error:.3f}") == 3
+
+
+def test_one_architecture_an_iteration_leaves_the_error_unknown(tmp_path, capsys, monkeypatch):
+    """`--ctrl-step 1`: each iteration scores one architecture, so there is no spread to measure: the event's
+    error is null and the warning prints none, also for the stage whose history crossed a resume."""
+    out = tmp_path / "one"
+    search_with_rewards(1.6, monkeypatch, capsys, out, "--ctrl-step", "1", "--stop-after", "1")
+    code, _, stderr = run_cli_captured(main, ["--resume", out], capsys)
+    assert code == 0, stderr
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["sampling_error"] for e in events if e["event"] == "collapse"] == [None] * 3
+    assert "nearly collapsed" in stderr and "+-" not in stderr

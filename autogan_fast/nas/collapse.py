@@ -67,17 +67,22 @@ def stage_verdict(mean_rewards: Sequence[float]) -> str | None:
     return NEAR_COLLAPSE if stage_near_collapse(mean_rewards) else None
 
 
-def iteration_sampling_error(rewards: Sequence[float]) -> float:
-    """The standard error of an iteration's mean reward over the architectures it scored (0 for one)."""
+def iteration_sampling_error(rewards: Sequence[float]) -> float | None:
+    """The standard error of an iteration's mean reward over the architectures it scored; None for one
+    (a single reward has no spread to measure it by)."""
     rewards = list(rewards)
-    return statistics.stdev(rewards) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
+    return statistics.stdev(rewards) / math.sqrt(len(rewards)) if len(rewards) > 1 else None
 
 
-def tail_sampling_error(iteration_errors: Sequence[float], window: int = NEAR_COLLAPSE_WINDOW) -> float | None:
+def tail_sampling_error(iteration_errors: Sequence[float | None],
+                        window: int = NEAR_COLLAPSE_WINDOW) -> float | None:
     """The standard error of the mean of the stage's last `window` iterations' mean rewards (what the
-    near-collapse test reads), from each iteration's `iteration_sampling_error`; None with none."""
+    near-collapse test reads), from each iteration's `iteration_sampling_error`; None with none, or when
+    one of them is unknown."""
     recent = list(iteration_errors)[-window:]
-    return math.sqrt(sum(error * error for error in recent)) / len(recent) if recent else None
+    if not recent or any(error is None for error in recent):
+        return None
+    return math.sqrt(sum(error * error for error in recent)) / len(recent)
 
 
 def collapse_warning(stage: int, mean_rewards: Sequence[float], floor: float = COLLAPSE_IS,

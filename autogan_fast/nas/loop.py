@@ -125,7 +125,8 @@ class SearchState:
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
         # absent from checkpoints written before collapse detection: the check then sees this session only
         self.stage_mean_is = [float(v) for v in state.get("stage_mean_is", [])]
-        self.stage_reward_se = [float(v) for v in state.get("stage_reward_se", [])]  # absent before 2026-12-07
+        # absent before 2026-12-07; None for an iteration that scored one architecture
+        self.stage_reward_se = [None if v is None else float(v) for v in state.get("stage_reward_se", [])]
         self.collapsed_stages = [int(v) for v in state.get("collapsed_stages", [])]
         restore_rng_state(state["rng"], device)
         world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
