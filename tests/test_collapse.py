@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+import torch
 from cli_helpers import run_cli_captured
 
 from autogan_fast.nas import loop as search_loop
@@ -159,3 +160,18 @@ def test_one_architecture_an_iteration_leaves_the_error_unknown(tmp_path, capsys
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["sampling_error"] for e in events if e["event"] == "collapse"] == [None] * 3
     assert "nearly collapsed" in stderr and "+-" not in stderr
+
+
+def test_a_checkpoint_without_errors_resumes_with_them_unknown(tmp_path, capsys, monkeypatch):
+    """A checkpoint written before the errors were kept: the stage it stopped in has its error unknown (its
+    first iteration's is missing); the stages after it have theirs."""
+    out = tmp_path / "old"
+    search_with_rewards(1.6, monkeypatch, capsys, out, "--stop-after", "1")
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    del checkpoint["stage_reward_se"]
+    torch.save(checkpoint, out / "checkpoint.pt")
+    code, _, stderr = run_cli_captured(main, ["--resume", out], capsys)
+    assert code == 0, stderr
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    error = pytest.approx(iteration_sampling_error([1.6, 1.62]))
+    assert [e["sampling_error"] for e in events if e["event"] == "collapse"] == [error, None, error]

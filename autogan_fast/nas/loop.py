@@ -125,8 +125,10 @@ class SearchState:
         self.best, self.wall_seconds = state["best"], state["wall_seconds"]
         # absent from checkpoints written before collapse detection: the check then sees this session only
         self.stage_mean_is = [float(v) for v in state.get("stage_mean_is", [])]
-        # absent before 2026-12-07; None for an iteration that scored one architecture
-        self.stage_reward_se = [None if v is None else float(v) for v in state.get("stage_reward_se", [])]
+        # None for an iteration that scored one architecture, and for each iteration of a checkpoint written
+        # before the errors were kept (2026-12-07): the list stays in step with stage_mean_is
+        errors = state.get("stage_reward_se", [None] * len(self.stage_mean_is))
+        self.stage_reward_se = [None if v is None else float(v) for v in errors]
         self.collapsed_stages = [int(v) for v in state.get("collapsed_stages", [])]
         restore_rng_state(state["rng"], device)
         world.sync_random_state()  # every rank continues rank 0's streams, whatever the saving run's devices
@@ -272,9 +274,7 @@ def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) ->
     verdict = stage_verdict(state.stage_mean_is)
     if verdict is not None and state.stage not in state.collapsed_stages:
         state.collapsed_stages.append(state.stage)
-        # known only when every iteration's error was kept (a checkpoint from before they were has fewer)
-        error = (tail_sampling_error(state.stage_reward_se)
-                 if len(state.stage_reward_se) == len(state.stage_mean_is) else None)
+        error = tail_sampling_error(state.stage_reward_se)
         log.write("collapse", search_iter, stage=state.stage, mean_inception_score=state.stage_mean_is,
                   sampling_error=error, floor=COLLAPSE_IS, near_floor=NEAR_COLLAPSE_IS, kind=verdict)
         if state.world.is_main:  # a warning even with --quiet: it changes what the result means
@@ -379,9 +379,10 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                 log.write("dynamic_reset", it, stage=state.stage)
 
             iteration_best = max(scored, key=lambda item: item[1])[0]
-            mean_is = sum(value for _, value in scored) / len(scored)
+            rewards = [value for _, value in scored]
+            mean_is = sum(rewards) / len(rewards)
             state.stage_mean_is.append(mean_is)  # before the checkpoint: a resumed stage keeps its history
-            state.stage_reward_se.append(iteration_sampling_error([value for _, value in scored]))
+            state.stage_reward_se.append(iteration_sampling_error(rewards))
             state.search_iter = it + 1
             state.wall_seconds += time.perf_counter() - started
             started = time.perf_counter()
