@@ -84,9 +84,10 @@ def test_a_diverged_controller_is_caught_before_it_samples(tmp_path, capsys):
     """A huge --ctrl-lr is legal input: its logits overflow after one update, which used to crash
     multinomial mid-run ("probability tensor contains inf"); it is a divergence of the controller.
     Where it overflows first depends on the rewards (an update whose advantage is 0 moves nothing): with
-    these settings and the demo's n_critic 5, at the final scoring, after the last checkpoint."""
+    these settings, the demo's n_critic 5 and AutoGAN's resets (the two flags below), at the final scoring,
+    after the last checkpoint: the path this test is for."""
     out = tmp_path / "run"
-    argv = [*SEARCH_TINY, "--ctrl-lr", "1e30", "--out", out]
+    argv = [*SEARCH_TINY, "--ctrl-lr", "1e30", "--no-fresh-gan-at-grow", "--no-reset-keeps-healthy-g", "--out", out]
     assert run_cli_captured(search.main, [*argv, "--stop-after", "1"], capsys)[0] == 0
     code, _, stderr = run_cli_captured(search.main, ["--resume", out, "--quiet"], capsys)
     assert code == DIVERGED

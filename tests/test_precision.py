@@ -242,6 +242,26 @@ def test_the_in_place_reset_keeps_the_tensors_and_gives_a_fresh_gans_values(digi
         assert torch.equal(tensor, every_tensor(fresh)[name]), name
 
 
+def test_a_reset_that_keeps_g_restarts_d_alone_with_the_same_draws(digits):
+    """`reinitialize(generator=False)` (the demo's reset at a healthy iteration, `reset_keeps_healthy_g`):
+    G's weights and Adam state stay as trained; D and its Adam state become exactly what a full reset from
+    the same random state gives them, and the random stream after it is the full reset's."""
+    config = tiny_config("fp32")
+    kept, _ = train_steps(config, digits)
+    full, _ = train_steps(config, digits)
+    trained = {name: tensor.clone() for name, tensor in every_tensor(kept).items()}
+    after = {}
+    for gan, generator in ((kept, False), (full, True)):
+        torch.manual_seed(7)
+        gan.reinitialize(config, generator=generator)
+        after[generator] = torch.rand(3)  # the next draw
+    for name, tensor in every_tensor(kept).items():
+        reference = trained[name] if name.startswith("gen") else every_tensor(full)[name]
+        assert torch.equal(tensor, reference), name
+    assert any(name.startswith("gen_opt") and tensor.any() for name, tensor in trained.items())  # G's Adam kept
+    assert torch.equal(after[False], after[True])
+
+
 def test_a_graph_captured_before_the_reset_replays_after_it(digits):
     """The graph engine's cache is kept across the reset: the second phase replays the first phase's
     graphs (no new capture) and trains exactly as the eager engine does after the same reset."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 from cli_helpers import full_disk_for, lock_held_elsewhere, run_cli_captured, run_to_success, without_collapse_warnings
 
+from autogan_fast.config import preset_config
 from autogan_fast.nas import loop
 from autogan_fast.search import main
 from autogan_fast.search_space import validate_arch
@@ -545,3 +546,39 @@ def test_the_random_arm_searches_on_mlas_schedule_without_learning(tmp_path, cap
     assert [e["stage"] for e in events if e["event"] == "grow"] == [1, 2]
     result = json.loads(stdout)
     assert result["search_mode"] == "random" and all(len(e["arch"]) == 14 for e in result["archs"])
+
+
+@pytest.mark.parametrize("keeps, mean_is, restarts_g", [
+    (False, 1.0, True),   # AutoGAN's reset (the paper preset): always both nets
+    (False, 4.0, True),
+    (True, 1.74, True),   # below the near-collapse line: G has sunk, so it restarts too
+    (True, 1.75, False),  # at the line and above: D alone (the line itself counts as healthy, as in collapse.py)
+    (True, 4.0, False),
+])
+def test_which_nets_a_dynamic_reset_restarts(keeps, mean_is, restarts_g):
+    config = preset_config("demo", reset_keeps_healthy_g=keeps)
+    assert loop.reset_generator(config, mean_is) == restarts_g
+
+
+@pytest.mark.parametrize("fresh", [
+    True,   # the demo: each grow starts the whole shared GAN afresh
+    False,  # AutoGAN: the grown GAN keeps its weights
+])
+def test_a_fresh_gan_at_each_grow(fresh, tmp_path, capsys, monkeypatch):
+    """With --fresh-gan-at-grow each of the two grows re-initializes G and D (both) and logs it; with
+    dynamic resets off (threshold 0) nothing else re-initializes the GAN."""
+    calls = []
+    reinitialize = loop.SharedGAN.reinitialize
+
+    def recording(self, config, world=loop.SINGLE, generator=True):
+        calls.append(generator)
+        reinitialize(self, config, world, generator)
+
+    monkeypatch.setattr(loop.SharedGAN, "reinitialize", recording)
+    flag = "--fresh-gan-at-grow" if fresh else "--no-fresh-gan-at-grow"
+    out = tmp_path / "run"
+    code, _, stderr = run([*TINY, flag, "--dynamic-reset-threshold", "0", "--out", out], capsys)
+    assert code == 0, stderr
+    events = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["fresh_gan"] for e in events if e["event"] == "grow"] == [fresh, fresh]
+    assert calls == ([True, True] if fresh else [])

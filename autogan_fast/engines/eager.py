@@ -63,21 +63,25 @@ class SharedGAN:
         return gen, dis
 
     @torch.no_grad()
-    def reinitialize(self, config: SearchConfig, world: World = SINGLE) -> None:
+    def reinitialize(self, config: SearchConfig, world: World = SINGLE, generator: bool = True) -> None:
         """AutoGAN's dynamic reset, in place: every parameter and buffer gets the value a fresh
         `create` would give from the same random state (the same draws, in the same order), and Adam's
         state its fresh value (zeros: what Adam's first step would create). The tensors stay the same
-        objects at the same addresses, so captured CUDA graphs that address them stay valid."""
+        objects at the same addresses, so captured CUDA graphs that address them stay valid.
+
+        With `generator` False only D and its Adam state restart; G keeps its weights. The same draws are
+        made either way, so the random stream after a reset does not depend on its kind."""
         device = next(self.gen.parameters()).device
         fresh_gen, fresh_dis = self.fresh_nets(config, device, world)
-        for net, fresh in ((self.gen, fresh_gen), (self.dis, fresh_dis)):
+        nets = ((self.gen, fresh_gen), (self.dis, fresh_dis)) if generator else ((self.dis, fresh_dis),)
+        for net, fresh in nets:
             values = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
             tensors = [*net.named_parameters(), *net.named_buffers()]
             if {name for name, _ in tensors} != set(values):  # a net whose tensors a fresh one lacks
                 raise RuntimeError(f"cannot reset {type(net).__name__} in place: its tensors differ from a fresh one's")
             for name, tensor in tensors:
                 tensor.copy_(values[name])
-        for opt in (self.gen_opt, self.dis_opt):
+        for opt in (self.gen_opt, self.dis_opt) if generator else (self.dis_opt,):
             for state in opt.state.values():
                 for value in state.values():
                     if isinstance(value, torch.Tensor):

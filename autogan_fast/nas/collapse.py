@@ -23,8 +23,9 @@ How sure a mark is. Each iteration's mean reward is a mean over the architecture
 carries their spread: its standard error is their standard deviation over the root of their number.
 The near-collapse mean's is the root of the sum of the last iterations' squared errors over their
 count. It is logged and printed with the mark, because a mean within about one error of the line is a
-borderline call. On the digits demo it was 0.12-0.14 (median). The random arm's held-out stage-0
-near-collapses lay within 0.04 of the line; its later ones lay 0.06-0.21 below (studies/calibration-notes.md).
+borderline call. On the digits demo it was 0.12-0.14 (median). The demo search's held-out near-collapses
+(both arms, 2 threads) lay 0.04-0.14 below the line: the stage-0 ones (1.67-1.71) within about one error
+of it, the one stage-1 sink (1.61) at 1.2 errors (studies/calibration-notes.md).
 
 The mark. A collapsed (or nearly collapsed) stage is logged (`collapse` event, with its `kind`),
 warned about on stderr, and recorded in `result.json` (`collapsed_stages`, and `finding: false`), so

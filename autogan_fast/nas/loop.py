@@ -268,6 +268,13 @@ def reinforce_step(state: SearchState, samples: Samples, rewards: list[float], b
     return total.tolist(), baseline.value.tolist()
 
 
+def reset_generator(config: SearchConfig, mean_is: float) -> bool:
+    """Whether a dynamic reset restarts G too (AutoGAN: always). With `reset_keeps_healthy_g`, an iteration
+    whose mean reward is at least the near-collapse line keeps G: the variance check fires when D's loss
+    has flattened, which at the demo's 4 px happens while G is still learning (studies/calibration-notes.md)."""
+    return not (config.reset_keeps_healthy_g and mean_is >= NEAR_COLLAPSE_IS)
+
+
 def check_stage_collapse(state: SearchState, search_iter: int, log: JsonlLog) -> None:
     """At the end of a stage: log, warn and record it when its shared GAN collapsed or nearly did
     (`stage_verdict`); start the next stage's history."""
@@ -340,9 +347,13 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                 state.stage = config.stage_at(it)
                 state.controller, state.ctrl_opt = new_controller(config, state.stage, device)
                 state.best = {"arch": None, "inception_score": None}  # ISs of another resolution do not compare
+                if config.fresh_gan_at_grow:  # the new stage trains every cell from scratch at its resolution
+                    state.gan.reinitialize(config, world)
+                    state.g_window.clear()
+                    state.d_window.clear()
                 distinct_beams = len(distinct(kept))
                 log.write("grow", it, stage=state.stage, topk=[{"arch": a, "inception_score": s} for a, s in kept],
-                          distinct_beams=distinct_beams)
+                          distinct_beams=distinct_beams, fresh_gan=config.fresh_gan_at_grow)
                 if distinct_beams == 1 < len(kept) and world.is_main:
                     print(beams_warning(state.stage, distinct_beams, len(kept)), file=sys.stderr)
                 if graphs is not None:  # the old stage's keys never come back: drop them all, size for the new
@@ -372,15 +383,15 @@ def run_search(state: SearchState, data: DeviceImageData, feature_net: FeatureNe
                       dynamic_ncols=True) as bar:
                 scored = train_controller(state, feature_net, device, log, bar, curves)
 
-            if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
-                # in place (the values of a fresh SharedGAN.create): the captured graphs address the same
-                # tensors, so they stay valid and the cache is kept
-                state.gan.reinitialize(config, world)
-                log.write("dynamic_reset", it, stage=state.stage)
-
             iteration_best = max(scored, key=lambda item: item[1])[0]
             rewards = [value for _, value in scored]
             mean_is = sum(rewards) / len(rewards)
+            if summary.dynamic_reset:  # AutoGAN: the iteration's controller steps run first, then the reset
+                # in place (the values of a fresh SharedGAN.create): the captured graphs address the same
+                # tensors, so they stay valid and the cache is kept
+                generator = reset_generator(config, mean_is)
+                state.gan.reinitialize(config, world, generator=generator)
+                log.write("dynamic_reset", it, stage=state.stage, generator=generator)
             state.stage_mean_is.append(mean_is)  # before the checkpoint: a resumed stage keeps its history
             state.stage_reward_se.append(iteration_sampling_error(rewards))
             state.search_iter = it + 1
