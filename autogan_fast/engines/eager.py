@@ -73,15 +73,16 @@ class SharedGAN:
         made either way, so the random stream after a reset does not depend on its kind."""
         device = next(self.gen.parameters()).device
         fresh_gen, fresh_dis = self.fresh_nets(config, device, world)
-        nets = ((self.gen, fresh_gen), (self.dis, fresh_dis)) if generator else ((self.dis, fresh_dis),)
-        for net, fresh in nets:
+        restarted = [(self.gen, fresh_gen, self.gen_opt)] if generator else []  # (net, fresh values, optimizer)
+        restarted.append((self.dis, fresh_dis, self.dis_opt))
+        for net, fresh, _ in restarted:
             values = {**dict(fresh.named_parameters()), **dict(fresh.named_buffers())}
             tensors = [*net.named_parameters(), *net.named_buffers()]
             if {name for name, _ in tensors} != set(values):  # a net whose tensors a fresh one lacks
                 raise RuntimeError(f"cannot reset {type(net).__name__} in place: its tensors differ from a fresh one's")
             for name, tensor in tensors:
                 tensor.copy_(values[name])
-        for opt in (self.gen_opt, self.dis_opt) if generator else (self.dis_opt,):
+        for _, _, opt in restarted:
             for state in opt.state.values():
                 for value in state.values():
                     if isinstance(value, torch.Tensor):
