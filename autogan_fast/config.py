@@ -283,7 +283,7 @@ def default_feature_net(dataset: str, feature_net: str | None) -> str:
 # tuned on seeds 1001-1003, held out 2001 and up). Two reset settings that AutoGAN does not have: a fresh shared
 # GAN at each grow, and a dynamic reset that restarts D alone while the rewards are healthy (from the logs of 66
 # random-arm searches: stage 0's reset threw away a G still learning, and stages restarted at their start did
-# better; tuned on seeds 1001-1020, held out 2011-2050 and 3001-3006). Its paper preset is the field defaults
+# better; tuned on seeds 1001-1020, held out 2011-2070 and 3001-3006). Its paper preset is the field defaults
 # (AutoGAN's released search).
 SEARCH_PRESETS: dict[str, dict[str, object]] = {
     "demo": dict(

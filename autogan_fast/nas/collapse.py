@@ -24,8 +24,10 @@ carries their spread: its standard error is their standard deviation over the ro
 The near-collapse mean's is the root of the sum of the last iterations' squared errors over their
 count. It is logged and printed with the mark, because a mean within about one error of the line is a
 borderline call. On the digits demo it was 0.12-0.14 (median). The demo search's held-out near-collapses
-(both arms, 2 threads) lay 0.04-0.14 below the line: the stage-0 ones (1.67-1.71) within about one error
-of it, the one stage-1 sink (1.61) at 1.2 errors (studies/calibration-notes.md).
+(both arms, 2 threads) lay 0.04-0.18 below the line: three stage-0 ones (1.67-1.71) within about one
+error of it, the one stage-1 sink (1.61) at 1.2 errors, and one stage-0 mean (1.57) at 1.7 errors. That
+last one is a full reset's doing: the iteration after a reset that restarts G scores a G one iteration
+old (1.03), and a last-3 window that holds it reads as a near-collapse (studies/calibration-notes.md).
 
 The mark. A collapsed (or nearly collapsed) stage is logged (`collapse` event, with its `kind`),
 warned about on stderr, and recorded in `result.json` (`collapsed_stages`, and `finding: false`), so
